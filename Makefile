@@ -1,0 +1,38 @@
+# The two commands a new user needs:
+#   make demo   set up, generate Massachusetts, analyse it ZIP by ZIP, write reports/
+#   make test   set up, lint, run the test suite
+# Both install what is missing (Debian packages, .venv, Python packages) first.
+
+SHELL := /bin/bash
+PY := .venv/bin/python
+BUILDINGS ?= 2000000
+SEED ?= 42
+STATE ?= MA
+STRATEGY ?= sweep
+export DATABASE_URL
+
+.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-loaders bench-per-zip memory-demo format clean
+
+setup:
+	@bash scripts/bootstrap.sh
+
+data: setup
+	$(PY) manage.py migrate --no-input -v 0
+	$(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --if-missing
+
+demo: data
+	@echo "[demo] data ready; analysis steps are added by the per-ZIP issue"
+
+lint: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+test: setup lint
+	$(PY) -m pytest -q
+
+format: setup
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+clean:
+	rm -rf reports/ .pytest_cache .ruff_cache

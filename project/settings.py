@@ -1,0 +1,75 @@
+"""Django settings for the per-ZIP building analysis project.
+
+The database comes from ``DATABASE_URL`` (parsed by dj-database-url):
+
+* unset: the embedded SpatiaLite file ``data/buildings.sqlite3``;
+* ``spatialite:///path/to/file.sqlite3``: another SpatiaLite file;
+* ``postgis://user:password@host:port/dbname``: a PostGIS server.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = BASE_DIR / "data"
+NOTEBOOKS_DIR = BASE_DIR / "notebooks"
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "analysis-only-not-a-web-service")
+DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
+ALLOWED_HOSTS: list[str] = ["localhost", "127.0.0.1"]
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.gis",
+    "django_extensions",
+    "project.buildings",
+]
+
+ROOT_URLCONF = "project.urls"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+DEFAULT_DATABASE_URL = f"spatialite:///{DATA_DIR / 'buildings.sqlite3'}"
+DATABASE_URL = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+
+ALLOWED_ENGINES = {
+    "django.contrib.gis.db.backends.spatialite",
+    "django.contrib.gis.db.backends.postgis",
+}
+_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+if _db["ENGINE"] not in ALLOWED_ENGINES:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={DATABASE_URL!r} selects {_db['ENGINE']!r}; this project needs a "
+        "spatial database: use spatialite:///path/to/file.sqlite3 or "
+        "postgis://user@host/dbname."
+    )
+if _db["ENGINE"].endswith("spatialite"):
+    Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    _db.setdefault("OPTIONS", {})["timeout"] = 60
+DATABASES = {"default": _db}
+
+# Debian 12 ships GDAL 3.6; Django 5.2 warns (gis.W001) that it will stop
+# supporting GDAL < 3.7 in a later release. Nothing here depends on newer GDAL,
+# so the warning is noise for this project.
+SILENCED_SYSTEM_CHECKS = ["gis.W001"]
+
+# django-extensions: `python manage.py shell_plus --lab` starts JupyterLab in
+# notebooks/ with every model imported (the kernel is `django_extensions`).
+SHELL_PLUS = "ipython"
+SHELL_PLUS_PRINT_SQL = False
+NOTEBOOK_ARGUMENTS = ["--notebook-dir", str(NOTEBOOKS_DIR)]
+if os.geteuid() == 0:  # Jupyter refuses to run as root without it (CI runs as root).
+    NOTEBOOK_ARGUMENTS.append("--allow-root")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+}

@@ -1,0 +1,60 @@
+"""Shared fixtures: small hand-made geometries and factories for the two models."""
+
+from __future__ import annotations
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+
+def square(x0: float, y0: float, size: float):
+    """A GEOS polygon square with its lower-left corner at (x0, y0), in degrees."""
+    from django.contrib.gis.geos import Polygon
+
+    return Polygon.from_bbox((x0, y0, x0 + size, y0 + size))
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def make_zip(db):
+    """Create a ZipCode from a polygon or multipolygon (a bbox tuple is accepted)."""
+    from django.contrib.gis.geos import MultiPolygon, Polygon
+
+    from project.buildings.models import ZipCode
+
+    def _make(code: str, boundary, state: str = "MA", city: str = "", county: str = ""):
+        if isinstance(boundary, tuple):
+            boundary = Polygon.from_bbox(boundary)
+        if isinstance(boundary, Polygon):
+            boundary = MultiPolygon(boundary)
+        boundary.srid = 4326
+        return ZipCode.objects.create(
+            code=code, state=state, city=city, county=county, boundary=boundary
+        )
+
+    return _make
+
+
+@pytest.fixture
+def make_building(db):
+    """Create a Building from a polygon (a bbox tuple is accepted)."""
+    from django.contrib.gis.geos import Polygon
+
+    from project.buildings.models import Building
+
+    def _make(boundary, **fields):
+        if isinstance(boundary, tuple):
+            boundary = Polygon.from_bbox(boundary)
+        boundary.srid = 4326
+        fields.setdefault("footprint_m2", 100.0)
+        return Building.objects.create(boundary=boundary, **fields)
+
+    return _make

@@ -1,0 +1,557 @@
+"""Memory over time: run a program under ``mprof run``, parse and plot its ``.dat`` file.
+
+What we rely on from memory-profiler 0.61:
+
+- the ``mprof run`` command line (``--interval``, ``--include-children``,
+  ``--multiprocess``, ``--python``, ``--exit-code``, ``--output``), found next to
+  ``sys.executable`` or run as ``python -m mprof``;
+- the ``.dat`` format it writes (``mprof.py::run_action`` and
+  ``memory_profiler.py::memory_usage``/``TimeStamper.show_results``), one record per line::
+
+      CMDLINE <command line>
+      MEM <MiB> <unix time>                                   one RSS sample
+      CHLD <pid> <MiB> <unix time>                            one child's sample (--multiprocess)
+      FUNC <module.name> <MiB> <t start> <MiB> <t end> [<depth>]   one @profile call (Python mode)
+
+  With ``--include-children`` each ``MEM`` sample is the process *plus* its
+  children. A ``FUNC`` record holds the memory at entry and exit of the call,
+  not the peak inside it.
+
+We do not use ``mprof plot`` nor ``mprof.read_mprofile_file`` (which ignores
+unknown lines and returns a loose dict): :func:`read_mprof` parses strictly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+_TAGS = ("CMDLINE", "MEM", "CHLD", "FUNC")
+_PathLike = str | os.PathLike[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class MprofProfile:
+    """One ``mprof run`` recording, parsed by :func:`read_mprof`.
+
+    Times are seconds since the first ``MEM`` sample.
+
+    Attributes
+    ----------
+    path : pathlib.Path
+        The ``.dat`` file.
+    cmdline : str or None
+        The profiled command line (``CMDLINE``), if recorded.
+    start_time : float
+        Unix time of the first sample.
+    samples : pandas.DataFrame
+        ``time_s, mem_mib``: one row per ``MEM`` line (the process, plus its
+        children when recorded with ``--include-children``).
+    children : pandas.DataFrame
+        ``pid, time_s, mem_mib``: one row per ``CHLD`` line (``--multiprocess``).
+    functions : pandas.DataFrame
+        ``name, start_s, end_s, duration_s, mem_start_mib, mem_end_mib, depth``:
+        one row per ``@profile`` call (``FUNC`` lines; ``depth`` may be missing).
+    """
+
+    path: Path
+    cmdline: str | None
+    start_time: float
+    samples: pd.DataFrame = dataclasses.field(repr=False)
+    children: pd.DataFrame = dataclasses.field(repr=False)
+    functions: pd.DataFrame = dataclasses.field(repr=False)
+
+    @property
+    def start_mib(self) -> float:
+        """Memory at the first sample (MiB)."""
+        return float(self.samples["mem_mib"].iloc[0])
+
+    @property
+    def end_mib(self) -> float:
+        """Memory at the last sample (MiB)."""
+        return float(self.samples["mem_mib"].iloc[-1])
+
+    @property
+    def peak_mib(self) -> float:
+        """Highest sampled memory (MiB)."""
+        return float(self.samples["mem_mib"].max())
+
+    @property
+    def peak_time_s(self) -> float:
+        """Time of the highest sample (s)."""
+        return float(self.samples["time_s"].iloc[int(self.samples["mem_mib"].to_numpy().argmax())])
+
+    @property
+    def duration_s(self) -> float:
+        """Time from the first to the last sample (s)."""
+        return float(self.samples["time_s"].iloc[-1])
+
+    @property
+    def label(self) -> str:
+        """A short name: the file name without ``.dat``."""
+        return self.path.stem
+
+    def summary(self) -> dict[str, Any]:
+        r"""Return the headline numbers as a dict.
+
+        Returns
+        -------
+        dict
+            ``label, samples, duration_s, start_mib, peak_mib, peak_time_s, end_mib,
+            functions, children``.
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> dat = pathlib.Path(tempfile.mkdtemp()) / "run.dat"
+        >>> _ = dat.write_text("MEM 10.0 100.0\nMEM 30.0 100.5\nMEM 12.0 101.0\n")
+        >>> read_mprof(dat).summary()["peak_mib"]
+        30.0
+        """
+        return {
+            "label": self.label,
+            "samples": len(self.samples),
+            "duration_s": self.duration_s,
+            "start_mib": self.start_mib,
+            "peak_mib": self.peak_mib,
+            "peak_time_s": self.peak_time_s,
+            "end_mib": self.end_mib,
+            "functions": len(self.functions),
+            "children": int(self.children["pid"].nunique()),
+        }
+
+
+def _fail(path: Path, lineno: int, message: str) -> ValueError:
+    return ValueError(f"{path}:{lineno}: {message}")
+
+
+def _numbers(path: Path, lineno: int, tag: str, fields: list[str], names: str) -> list[float]:
+    """Parse fields as finite floats or raise naming the line and the expected layout."""
+    try:
+        values = [float(v) for v in fields]
+    except ValueError:
+        values = []
+    if len(values) != len(fields) or not all(math.isfinite(v) for v in values):
+        raise _fail(path, lineno, f"{tag} needs numbers '{names}', got {' '.join(fields)!r}")
+    return values
+
+
+def _memory(path: Path, lineno: int, tag: str, mib: float) -> float:
+    if mib < 0:
+        # memory_profiler writes -1 when it could not read the process's memory
+        raise _fail(path, lineno, f"{tag} memory is negative ({mib}): the sample failed")
+    return mib
+
+
+def read_mprof(path: str | os.PathLike[str]) -> MprofProfile:
+    r"""Parse a ``.dat`` file written by ``mprof run``, strictly.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file.
+
+    Returns
+    -------
+    MprofProfile
+        Samples, child samples and ``@profile`` brackets as DataFrames, times in
+        seconds since the first sample.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    ValueError
+        ``"<path>:<line>: <problem>"`` for an empty file, a file without ``MEM``
+        samples, an unknown tag, a line with missing or non-numeric fields, a
+        negative memory, or a second ``CMDLINE`` (``mprof run`` appends a new run
+        to an existing file).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> dat = pathlib.Path(tempfile.mkdtemp()) / "run.dat"
+    >>> _ = dat.write_text(
+    ...     "CMDLINE python demo.py\n"
+    ...     "MEM 20.5 1000.0\n"
+    ...     "MEM 120.5 1000.5\n"
+    ...     "FUNC __main__.grow 20.6 1000.1 21.0 1000.9 0\n"
+    ...     "MEM 21.0 1001.0\n"
+    ... )
+    >>> profile = read_mprof(dat)
+    >>> profile.peak_mib, profile.duration_s, profile.functions.loc[0, "name"]
+    (120.5, 1.0, '__main__.grow')
+    >>> _ = dat.write_text("MEM 20.5 1000.0\nMEM twelve 1000.5\n")
+    >>> read_mprof(dat)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...run.dat:2: MEM needs numbers '<MiB> <unix time>', got 'twelve 1000.5'
+    """
+    import pandas as pd
+
+    path = Path(path)
+    cmdline: str | None = None
+    mem: list[tuple[float, float]] = []
+    children: list[tuple[int, float, float]] = []
+    functions: list[tuple[str, float, float, float, float, int | None]] = []
+    lineno = 0
+    with open(path, encoding="utf-8") as f:
+        for lineno, raw in enumerate(f, 1):
+            line = raw.rstrip("\n")
+            tag, _, rest = line.partition(" ")
+            fields = rest.split()
+            if tag == "MEM":
+                if len(fields) != 2:
+                    raise _fail(path, lineno, f"MEM needs '<MiB> <unix time>', got {rest!r}")
+                mib, t = _numbers(path, lineno, tag, fields, "<MiB> <unix time>")
+                mem.append((t, _memory(path, lineno, tag, mib)))
+            elif tag == "CHLD":
+                if len(fields) != 3 or not fields[0].isdigit():
+                    raise _fail(path, lineno, f"CHLD needs '<pid> <MiB> <unix time>', got {rest!r}")
+                mib, t = _numbers(path, lineno, tag, fields[1:], "<pid> <MiB> <unix time>")
+                pid = int(fields[0])
+                if pid == 0:
+                    # memory_profiler writes "CHLD 0 0.0 <t>" when the children vanished while
+                    # it listed them (psutil.NoSuchProcess): no child was measured.
+                    continue
+                children.append((pid, t, _memory(path, lineno, tag, mib)))
+            elif tag == "FUNC":
+                if len(fields) not in (5, 6):
+                    raise _fail(
+                        path,
+                        lineno,
+                        "FUNC needs '<name> <MiB> <t start> <MiB> <t end> [<depth>]', "
+                        f"got {rest!r}",
+                    )
+                layout = "<MiB> <t start> <MiB> <t end>"
+                m0, t0, m1, t1 = _numbers(path, lineno, tag, fields[1:5], layout)
+                depth = None
+                if len(fields) == 6:
+                    if not fields[5].lstrip("-").isdigit():
+                        raise _fail(path, lineno, f"FUNC depth must be an integer: {fields[5]!r}")
+                    depth = int(fields[5])
+                if t1 < t0:
+                    raise _fail(path, lineno, f"FUNC ends ({t1}) before it starts ({t0})")
+                functions.append(
+                    (
+                        fields[0],
+                        t0,
+                        t1,
+                        _memory(path, lineno, tag, m0),
+                        _memory(path, lineno, tag, m1),
+                        depth,
+                    )
+                )
+            elif tag == "CMDLINE":
+                if cmdline is not None:
+                    raise _fail(
+                        path,
+                        lineno,
+                        "second CMDLINE: the file holds more than one run (mprof run appends "
+                        "to an existing output file); delete it before recording again",
+                    )
+                cmdline = rest
+            elif line.strip() == "":
+                raise _fail(path, lineno, "blank line (mprof never writes one)")
+            else:
+                raise _fail(
+                    path, lineno, f"unknown record {tag!r}; expected one of {', '.join(_TAGS)}"
+                )
+    if lineno == 0:
+        raise _fail(path, 1, "empty file: no CMDLINE and no MEM samples")
+    if not mem:
+        raise _fail(
+            path,
+            lineno,
+            f"no MEM samples in {lineno} line(s): the program ended before the first sample "
+            "or the file is not an mprof recording",
+        )
+    start = mem[0][0]
+    samples = pd.DataFrame(mem, columns=["time_s", "mem_mib"])
+    samples["time_s"] -= start
+    child_frame = pd.DataFrame(children, columns=["pid", "time_s", "mem_mib"]).astype(
+        {"pid": "int64", "time_s": "float64", "mem_mib": "float64"}
+    )
+    child_frame["time_s"] -= start
+    func_frame = pd.DataFrame(
+        functions, columns=["name", "start_s", "end_s", "mem_start_mib", "mem_end_mib", "depth"]
+    ).astype(
+        {
+            "name": "object",
+            "start_s": "float64",
+            "end_s": "float64",
+            "mem_start_mib": "float64",
+            "mem_end_mib": "float64",
+            "depth": "Int64",
+        }
+    )
+    func_frame["start_s"] -= start
+    func_frame["end_s"] -= start
+    func_frame.insert(3, "duration_s", func_frame["end_s"] - func_frame["start_s"])
+    return MprofProfile(
+        path=path,
+        cmdline=cmdline,
+        start_time=start,
+        samples=samples,
+        children=child_frame,
+        functions=func_frame,
+    )
+
+
+def _mprof_command() -> list[str]:
+    """Return the argv prefix that runs ``mprof`` in this environment."""
+    beside = Path(sys.executable).with_name("mprof")
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
+    return [sys.executable, "-m", "mprof"]
+
+
+def _program(target: str | os.PathLike[str] | Sequence[str]) -> list[str]:
+    if isinstance(target, os.PathLike) or (isinstance(target, str) and Path(target).is_file()):
+        return [os.fspath(target)]
+    if isinstance(target, str):
+        program = shlex.split(target)
+    elif isinstance(target, Sequence):
+        program = [os.fspath(part) for part in target]
+    else:
+        raise TypeError(
+            f"`target` must be a script path, a command string or an argv list, "
+            f"got {type(target).__name__}"
+        )
+    if not program:
+        raise ValueError("`target` is empty: give a script path or a command to run")
+    return program
+
+
+def run_mprof(
+    target: str | os.PathLike[str] | Sequence[str],
+    output: str | os.PathLike[str] | None = None,
+    interval: float = 0.1,
+    include_children: bool = True,
+    python: bool = False,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    multiprocess: bool = False,
+) -> MprofProfile:
+    r"""Run a program under ``mprof run`` in a subprocess and return its parsed recording.
+
+    A ``.py`` script runs in mprof's Python mode: it is started with this
+    environment's Python, and functions decorated with ``@profile`` (a builtin
+    there) get ``FUNC`` brackets. The environment's ``bin`` directory is put first
+    on ``PATH``, so ``["papermill", "in.ipynb", "out.ipynb"]`` or
+    ``"python -c '...'"`` run with this environment's tools.
+
+    Parameters
+    ----------
+    target : str, os.PathLike or sequence of str
+        A script path, a command string (split with :func:`shlex.split`) or an argv list.
+    output : str or os.PathLike, optional
+        The ``.dat`` file to write; replaced if it exists (``mprof run`` itself
+        would append a second run to it). Defaults to ``mprofile_<pid>.dat``
+        in the current directory.
+    interval : float
+        Seconds between samples.
+    include_children : bool
+        Add the memory of child processes to each ``MEM`` sample (default True):
+        a notebook run by papermill lives in a kernel that is a child process.
+    python : bool
+        Force mprof's Python mode (``--python``), for example to run a module
+        such as ``["papermill", ...]`` with ``@profile`` brackets. Scripts ending
+        in ``.py`` get it anyway.
+    timeout : float, optional
+        Kill mprof and the profiled program (their whole process group) after
+        this many seconds.
+    env : mapping, optional
+        Extra environment variables for the program, on top of ``os.environ``.
+    multiprocess : bool
+        Also record each child process separately (``--multiprocess``, ``CHLD``
+        lines). mprof turns Python mode off then: no ``FUNC`` brackets.
+
+    Returns
+    -------
+    MprofProfile
+        The parsed recording (see :func:`read_mprof`).
+
+    Raises
+    ------
+    ValueError
+        If ``interval`` or ``timeout`` is not positive, or ``target`` is empty.
+    RuntimeError
+        If the program exits with a non-zero status (the message ends with its
+        stderr) or if ``timeout`` expires.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> tmp = pathlib.Path(tempfile.mkdtemp())
+    >>> script = tmp / "grow.py"
+    >>> _ = script.write_text(
+    ...     "import time\n"
+    ...     "@profile\n"
+    ...     "def grow():\n"
+    ...     "    data = [0] * 5_000_000\n"
+    ...     "    time.sleep(0.3)\n"
+    ...     "grow()\n"
+    ... )
+    >>> profile = run_mprof(script, output=tmp / "grow.dat", interval=0.02)
+    >>> profile.functions["name"].tolist()
+    ['__main__.grow']
+    >>> profile.peak_mib - profile.start_mib > 20
+    True
+    """
+    if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
+        raise ValueError(f"`interval` must be a positive number of seconds, got {interval!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
+    program = _program(target)
+    output = Path(output) if output is not None else Path(f"mprofile_{os.getpid()}.dat")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.unlink(missing_ok=True)
+
+    cmd = [*_mprof_command(), "run", "--exit-code", "--interval", str(interval)]
+    cmd += ["--output", str(output)]
+    if include_children:
+        cmd.append("--include-children")
+    if multiprocess:
+        cmd.append("--multiprocess")
+    if python:
+        cmd.append("--python")
+    cmd += program
+
+    run_env = {**os.environ, **(env or {})}
+    bindir = str(Path(sys.executable).parent)
+    run_env["PATH"] = os.pathsep.join([bindir, run_env.get("PATH", os.defpath)])
+    # mprof leaves the profiled program running when mprof itself is killed: run both in a
+    # new session and kill the whole group on timeout.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=run_env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        raise RuntimeError(
+            f"mprof run timed out after {timeout} s and was killed: {shlex.join(cmd)}"
+        ) from None
+    if proc.returncode != 0:
+        tail = "\n".join((stderr or stdout or "").strip().splitlines()[-20:])
+        raise RuntimeError(
+            f"mprof run exited with status {proc.returncode}: {shlex.join(cmd)}\n"
+            f"--- last lines of its stderr ---\n{tail}"
+        )
+    return read_mprof(output)
+
+
+def plot_mprof(
+    profiles: MprofProfile
+    | str
+    | os.PathLike[str]
+    | Sequence[MprofProfile | str | os.PathLike[str]],
+    labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    functions: bool = True,
+    children: bool = False,
+) -> Axes:
+    r"""Overlay several mprof recordings: memory (MiB) against time (s), ``@profile`` calls shaded.
+
+    Each profile is one line, in its own colour; each ``FUNC`` bracket is a
+    shaded span of that colour. Times start at each recording's first sample.
+
+    Parameters
+    ----------
+    profiles : MprofProfile, path, or a sequence of them
+        Recordings, or ``.dat`` paths read with :func:`read_mprof`.
+    labels : sequence of str, optional
+        Legend labels, one per profile; default: the file names.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure is made when omitted.
+    functions : bool
+        Shade the ``@profile`` calls (default True).
+    children : bool
+        Also draw each child process's samples as a thin dashed line.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes; ``ax.figure.savefig(...)`` writes the picture.
+
+    Raises
+    ------
+    ValueError
+        If no profile is given or ``labels`` has the wrong length.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> dat = pathlib.Path(tempfile.mkdtemp()) / "run.dat"
+    >>> _ = dat.write_text("MEM 10.0 100.0\nMEM 30.0 100.5\nMEM 12.0 101.0\n")
+    >>> ax = plot_mprof([dat, dat], labels=["first", "second"])
+    >>> [line.get_label() for line in ax.get_lines()]
+    ['first', 'second']
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(profiles, MprofProfile | str | os.PathLike):
+        profiles = [profiles]
+    loaded = [p if isinstance(p, MprofProfile) else read_mprof(p) for p in profiles]
+    if not loaded:
+        raise ValueError("plot_mprof needs at least one profile")
+    if labels is None:
+        labels = [p.label for p in loaded]
+    elif isinstance(labels, str) or len(labels) != len(loaded):
+        raise ValueError(f"`labels` must be a sequence of {len(loaded)} strings, got {labels!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    for profile, label in zip(loaded, labels, strict=True):
+        (line,) = ax.plot(
+            profile.samples["time_s"], profile.samples["mem_mib"], linewidth=1.5, label=label
+        )
+        colour = line.get_color()
+        if functions:
+            for call in profile.functions.itertuples(index=False):
+                ax.axvspan(call.start_s, call.end_s, color=colour, alpha=0.12, linewidth=0)
+                ax.annotate(
+                    f"{call.name.rsplit('.', 1)[-1]} {call.duration_s:.2f} s",
+                    xy=(call.start_s, 1.0),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(2, -12),
+                    textcoords="offset points",
+                    fontsize=8,
+                    color=colour,
+                )
+        if children:
+            for pid, child in profile.children.groupby("pid"):
+                ax.plot(
+                    child["time_s"],
+                    child["mem_mib"],
+                    linestyle="--",
+                    linewidth=0.8,
+                    color=colour,
+                    label=f"{label}: child {pid}",
+                )
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("memory (MiB)")
+    ax.set_title("Memory over time (mprof)")
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="lower right")
+    return ax

@@ -21,18 +21,22 @@ What we rely on from memory-profiler 0.61 (the last release; unmaintained):
   ``interval`` seconds, and returns the highest reading and the function's
   return value. ``max_iterations=1`` matters: without it, ``memory_usage``
   re-runs a fast function with a ten times smaller interval until it has five
-  samples. This is the mechanism of ``%memit``; used by :func:`measure` only,
+  samples. This is the mechanism of ``%memit``; :func:`measure` uses it
   through ``_peak_during``.
+- ``memory_profiler.MemTimer``, that same sampler process, started and stopped
+  around a ``with`` block by :func:`memory_step` (``_PeakSampler``), the way
+  ``memory_usage`` drives it. A process, not a thread: a thread would not run
+  while a long C call holds the GIL and would miss a peak made and freed there.
 - ``memory_profiler.memory_usage(-1, interval=0, backend="psutil")``: one RSS
-  reading of this process in MiB; used for baselines, by the sampler thread of
-  :func:`memory_step` and per iteration by :func:`track`, through ``_rss_mib``.
+  reading of this process in MiB (``_rss_mib``), for baselines and per
+  iteration in :func:`track`.
 
-Everything else here is the standard library (``tracemalloc``, ``gc``,
-``threading``). Switching to another backend (memray, plain psutil) means
-rewriting ``_rss_mib`` and ``_peak_during``, nothing else. The sampler of
-``memory_usage`` is a forked child process, so it cannot follow *our* child
-processes without counting itself (its RSS is a copy of ours): to measure a
-program with children, run it under ``mprof`` (:func:`analysis_lib.run_mprof`).
+Everything else here is the standard library (``tracemalloc``, ``gc``).
+Switching to another backend (memray, plain psutil) means rewriting
+``_rss_mib``, ``_peak_during`` and ``_PeakSampler``, nothing else. The sampler
+is a forked child process, so it cannot follow *our* child processes without
+counting itself (its RSS is a copy of ours): to measure a program with
+children, run it under ``mprof`` (:func:`analysis_lib.run_mprof`).
 """
 
 from __future__ import annotations
@@ -85,19 +89,41 @@ def _rss_mib() -> float:
     return float(memory_usage(-1, interval=0, backend="psutil")[0])
 
 
-def _peak_during(call: Callable[[], Any], interval: float) -> float:
-    """Run ``call()`` exactly once and return the highest RSS (MiB) sampled meanwhile."""
+def _peak_during(call: Callable[[], T], interval: float) -> tuple[float, T]:
+    """Run ``call()`` exactly once; return the highest RSS (MiB) sampled meanwhile and its value."""
     from memory_profiler import memory_usage
 
-    peak = memory_usage(
+    peak, value = memory_usage(
         (call, (), {}),
         interval=interval,
         max_usage=True,
-        retval=False,
+        retval=True,
         max_iterations=1,
         backend="psutil",
     )
-    return float(peak)
+    return float(peak), value
+
+
+class _PeakSampler:
+    """memory_profiler's MemTimer process keeping this process's highest RSS until stopped."""
+
+    def __init__(self, interval: float) -> None:
+        from multiprocessing import Pipe
+
+        from memory_profiler import MemTimer
+
+        self._conn, child_conn = Pipe()
+        self._process = MemTimer(os.getpid(), interval, child_conn, "psutil", max_usage=True)
+        self._interval = interval
+        self._process.start()
+        self._conn.recv()  # the sampler has taken its first reading
+
+    def stop(self) -> float:
+        self._conn.send(0)
+        peak = self._conn.recv()[0]
+        self._conn.recv()  # number of readings
+        self._process.join(5 * self._interval + 1)
+        return float(peak)
 
 
 # --- results and the log ------------------------------------------------------------------
@@ -334,21 +360,22 @@ def _measure(
         label = getattr(func, "__qualname__", None) or repr(func)
     outcome: dict[str, Any] = {}
 
-    def call() -> None:
+    def call() -> T | None:
         # Exceptions are kept and re-raised after memory_usage returns: when the
         # measured function raises, memory_usage SIGKILLs *every* child process of
         # this process (its clean-up of the sampler), not only its own sampler.
         start = time.perf_counter()
         try:
-            outcome["value"] = func(*args, **kwargs)
+            return func(*args, **kwargs)
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             outcome["error"] = exc
+            return None
         finally:
             outcome["seconds"] = time.perf_counter() - start
 
     gc.collect()
     baseline = _rss_mib()
-    peak = _peak_during(call, interval)
+    peak, value = _peak_during(call, interval)
     if "error" in outcome:
         raise outcome["error"]
     gc.collect()
@@ -360,7 +387,7 @@ def _measure(
         retained_mib=after - baseline,
         baseline_mib=baseline,
         seconds=outcome["seconds"],
-        value=outcome.get("value"),
+        value=value,
     )
     if log is not None:
         log.append(result)
@@ -484,27 +511,6 @@ def profile_memory(
     return decorate if func is None else decorate(func)
 
 
-class _RssSampler(threading.Thread):
-    """Daemon thread keeping the highest RSS reading until stopped."""
-
-    def __init__(self, interval: float) -> None:
-        super().__init__(name="analysis_lib-memory-step", daemon=True)
-        self.interval = interval
-        self.peak = -math.inf
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            self.peak = max(self.peak, _rss_mib())
-            if self._done.wait(self.interval):
-                return
-
-    def stop(self) -> float:
-        self._done.set()
-        self.join()
-        return self.peak
-
-
 @dataclasses.dataclass
 class MemoryStepHandle:
     """What ``with memory_step(...) as step`` gives: ``step.result`` is set when the block ends."""
@@ -523,10 +529,11 @@ def memory_step(
 ) -> Iterator[MemoryStepHandle]:
     """Measure a block of code: peak, increment and what it left behind, like :func:`measure`.
 
-    A background thread samples RSS with memory-profiler's reading every
-    ``interval`` seconds while the block runs. With ``enabled=False`` nothing is
-    measured and nothing is logged (no thread, no garbage collection), so library
-    code can offer measurement at no cost when not asked for it.
+    memory-profiler's sampler process (the one behind ``%memit``) reads the RSS
+    every ``interval`` seconds while the block runs. With ``enabled=False``
+    nothing is measured and nothing is logged (no sampler, no garbage
+    collection), so library code can offer measurement at no cost when not
+    asked for it.
 
     Parameters
     ----------
@@ -566,9 +573,8 @@ def memory_step(
         return
     gc.collect()
     baseline = _rss_mib()
-    sampler = _RssSampler(interval)
+    sampler = _PeakSampler(interval)
     start = time.perf_counter()
-    sampler.start()
     try:
         yield handle
     finally:

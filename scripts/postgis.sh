@@ -77,8 +77,10 @@ EOF
 start_cluster() {
     local dir=$1 durable=${2:-}
     if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir"; fi
+    local nosync=()
+    [[ -n $durable ]] || nosync=(--no-sync)
     as_owner "$PG_BIN/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 \
-        >"$dir/initdb.log" 2>&1 || {
+        "${nosync[@]}" >"$dir/initdb.log" 2>&1 || {
         cat "$dir/initdb.log" >&2
         die "initdb failed in $dir"
     }

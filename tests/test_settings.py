@@ -1,0 +1,256 @@
+"""The DATABASE_URL switch in project/settings.py, the silenced gis.W001, and the PostGIS script.
+
+Settings are read once per process, so every URL is tried in a fresh Python subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.backends import BACKEND, IS_POSTGIS, requires_postgis, requires_spatialite
+
+ROOT = Path(__file__).resolve().parent.parent
+PRINT_DATABASE = (
+    "import json\n"
+    "from django.conf import settings\n"
+    "print(json.dumps(settings.DATABASES['default'], default=str))\n"
+)
+
+
+def _env(database_url: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    env["DJANGO_SETTINGS_MODULE"] = "project.settings"
+    return env
+
+
+def _read_settings(database_url: str | None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", PRINT_DATABASE],
+        env=_env(database_url),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _database(database_url: str | None) -> dict:
+    out = _read_settings(database_url)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+SPATIALITE = "django.contrib.gis.db.backends.spatialite"
+POSTGIS = "django.contrib.gis.db.backends.postgis"
+
+
+@pytest.mark.parametrize(
+    ("database_url", "expected"),
+    [
+        (None, {"ENGINE": SPATIALITE, "NAME": str(ROOT / "data" / "buildings.sqlite3")}),
+        ("", {"ENGINE": SPATIALITE, "NAME": str(ROOT / "data" / "buildings.sqlite3")}),
+        ("spatialite:////tmp/x.sqlite3", {"ENGINE": SPATIALITE, "NAME": "/tmp/x.sqlite3"}),
+        (
+            "postgis://user:pw@localhost:5433/db",
+            {
+                "ENGINE": POSTGIS,
+                "HOST": "localhost",
+                "PORT": 5433,
+                "NAME": "db",
+                "USER": "user",
+                "PASSWORD": "pw",
+            },
+        ),
+        (
+            "postgis://postgres@127.0.0.1/buildings",
+            {"ENGINE": POSTGIS, "HOST": "127.0.0.1", "PORT": "", "NAME": "buildings"},
+        ),
+    ],
+    ids=["unset", "empty", "spatialite-file", "postgis", "postgis-default-port"],
+)
+def test_database_url_selects_the_database(database_url, expected):
+    db = _database(database_url)
+    assert {key: db[key] for key in expected} == expected
+
+
+def test_spatialite_url_creates_the_missing_parent_directory(tmp_path):
+    target = tmp_path / "new" / "dir" / "x.sqlite3"
+
+    db = _database(f"spatialite:///{target}")
+
+    assert db["ENGINE"] == SPATIALITE
+    assert db["NAME"] == str(target)
+    assert target.parent.is_dir()
+    assert not target.exists(), "reading the settings must not create the database file"
+
+
+@pytest.mark.parametrize(
+    ("database_url", "engine"),
+    [
+        ("sqlite:///x", "django.db.backends.sqlite3"),
+        ("postgres://user@localhost/db", "django.db.backends.postgresql"),
+        ("postgresql://user@localhost:5432/db", "django.db.backends.postgresql"),
+        ("mysql://user@localhost/db", "django.db.backends.mysql"),
+        ("mysqlgis://user@localhost/db", "django.contrib.gis.db.backends.mysql"),
+    ],
+)
+def test_non_spatial_or_unsupported_url_is_improperly_configured(database_url, engine):
+    out = _read_settings(database_url)
+
+    assert out.returncode != 0
+    last_line = out.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: ")
+    assert f"DATABASE_URL={database_url!r}" in last_line
+    assert repr(engine) in last_line
+    assert "needs a spatial database" in last_line
+    assert "spatialite:///" in last_line and "postgis://" in last_line
+
+
+# Wanted, not yet in project/settings.py: the lead has the diff (postgis helper's report).
+# Remove the xfail markers when it is applied.
+@pytest.mark.xfail(strict=True, reason="settings.py echoes the password in the error message")
+def test_error_message_does_not_echo_the_password():
+    out = _read_settings("postgres://user:s3cret@localhost/db")
+
+    last_line = out.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured" in last_line
+    assert "s3cret" not in out.stderr
+    assert "postgres://user:***@localhost/db" in last_line
+
+
+@pytest.mark.xfail(strict=True, reason="settings.py lets dj-database-url's own error through")
+@pytest.mark.parametrize(
+    "database_url", ["foo://x", "not a url", "postgis://u@localhost:notaport/db"]
+)
+def test_unparsable_url_is_improperly_configured(database_url):
+    out = _read_settings(database_url)
+
+    assert out.returncode != 0
+    last_line = out.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: DATABASE_URL=")
+    assert "spatialite:///" in last_line and "postgis://" in last_line
+
+
+@pytest.mark.xfail(strict=True, reason="settings.py accepts a URL without a database name")
+@pytest.mark.parametrize(
+    "database_url", ["spatialite://relative.sqlite3", "postgis://user@localhost/"]
+)
+def test_url_without_a_database_name_is_improperly_configured(database_url):
+    out = _read_settings(database_url)
+
+    assert out.returncode != 0
+    last_line = out.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("django.core.exceptions.ImproperlyConfigured: DATABASE_URL=")
+    assert "database name" in last_line
+
+
+def test_gis_w001_is_silenced_and_manage_py_check_passes():
+    from django.conf import settings
+    from django.contrib.gis.checks import W001, check_gdal_39
+    from django.core.checks import run_checks
+
+    assert "gis.W001" in settings.SILENCED_SYSTEM_CHECKS
+    if W001 not in check_gdal_39(None):
+        pytest.skip("this GDAL is new enough that Django does not warn (gis.W001)")
+    w001 = [message for message in run_checks() if message.id == "gis.W001"]
+    assert w001 and all(message.is_silenced() for message in w001)
+
+    # The same through manage.py, on whichever database this run uses.
+    out = subprocess.run(
+        [sys.executable, "manage.py", "check", "--fail-level", "WARNING"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "System check identified no issues" in out.stdout
+    assert "gis.W001" not in out.stdout + out.stderr
+
+
+@pytest.mark.django_db
+def test_the_suite_runs_on_the_configured_spatial_database():
+    from django.db import connection
+
+    expected_vendor = {"spatialite": "sqlite", "postgis": "postgresql"}[BACKEND]
+    assert connection.vendor == expected_vendor
+    function = "postgis_lib_version" if IS_POSTGIS else "spatialite_version"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}()")
+        (version,) = cursor.fetchone()
+    assert re.match(r"\d+\.\d+", version)
+
+
+@requires_postgis
+@pytest.mark.django_db
+def test_postgis_test_database_has_the_extension():
+    from django.db import connection
+
+    assert connection.settings_dict["NAME"].startswith("test_")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT extname FROM pg_extension WHERE extname = 'postgis'")
+        assert cursor.fetchall() == [("postgis",)]
+
+
+@requires_spatialite
+@pytest.mark.django_db
+def test_spatialite_test_database_has_spatial_metadata():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM spatial_ref_sys WHERE srid = 4326")
+        assert cursor.fetchone() == (1,)
+
+
+POSTGIS_SCRIPT_PROBE = """
+import os
+import django
+from django.conf import settings
+from django.db import connection
+
+django.setup()
+db = settings.DATABASES["default"]
+with connection.cursor() as cursor:
+    cursor.execute("SELECT postgis_lib_version(), current_setting('data_directory')")
+    version, data_directory = cursor.fetchone()
+print(os.environ["DATABASE_URL"], db["ENGINE"], db["HOST"], db["PORT"], version, data_directory)
+raise SystemExit(3)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path("/usr/lib/postgresql/15/bin/initdb").exists(),
+    reason="PostgreSQL 15 is not installed (scripts/postgis.sh would install it)",
+)
+def test_postgis_script_runs_a_command_on_a_throwaway_cluster_and_removes_it():
+    out = subprocess.run(
+        ["bash", "scripts/postgis.sh", "run", "--", sys.executable, "-c", POSTGIS_SCRIPT_PROBE],
+        env=_env(None),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert out.returncode == 3, out.stderr  # the command's exit code, passed through
+    url, engine, host, port, version, data_directory = out.stdout.split()
+    assert re.fullmatch(r"postgis://postgres@127\.0\.0\.1:\d+/buildings", url)
+    assert (engine, host, port) == (POSTGIS, "127.0.0.1", url.rsplit(":", 1)[1].split("/")[0])
+    assert version.startswith("3.")
+    cluster_dir = Path(data_directory).parent
+    assert cluster_dir.name.startswith("postgis-run.")
+    assert not cluster_dir.exists(), "the throwaway cluster's directory was left behind"
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(port)), timeout=2):
+        pass  # nothing listens on the cluster's port any more

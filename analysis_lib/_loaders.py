@@ -1,0 +1,738 @@
+"""QuerySet -> pandas loaders that hold one chunk of rows at a time.
+
+The queryset is compiled to SQL with its parameters (``QuerySet.values()``
+semantics, so filters, ordering, related lookups and annotations all work),
+executed on a chunked cursor (a server-side named cursor on PostgreSQL, a
+plain cursor read with ``fetchmany`` on SQLite), and every batch of tuples is
+turned into a DataFrame column by column: no model instances and no per-row
+Django converters. Column dtypes come from the model fields, and geometry
+columns are selected as WKB (``AsWKB``) and decoded with one
+``shapely.from_wkb`` call per chunk.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import geopandas
+    import numpy as np
+    import pandas as pd
+    from django.db.models import QuerySet
+
+__all__ = ["iter_frames", "read_frame", "read_geodataframe"]
+
+DEFAULT_CHUNK_SIZE = 50_000
+GeometryFormat = Literal["shapely", "wkb"]
+_GEOMETRY_FORMATS = ("shapely", "wkb")
+_WKB_ALIAS = "_analysis_lib_wkb_{}"
+
+_INT_TYPES = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "SmallAutoField",
+        "IntegerField",
+        "BigIntegerField",
+        "SmallIntegerField",
+        "PositiveIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveSmallIntegerField",
+    }
+)
+_TEXT_TYPES = frozenset(
+    {
+        "CharField",
+        "TextField",
+        "SlugField",
+        "EmailField",
+        "URLField",
+        "FilePathField",
+        "GenericIPAddressField",
+        "IPAddressField",
+        "FileField",
+        "ImageField",
+    }
+)
+
+
+# ---------------------------------------------------------------------------
+# The plan: which SQL to run and how to turn each selected column into pandas
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One output column: where it is in the SQL row and how to convert it."""
+
+    name: str
+    position: int
+    kind: str  # int, float, bool, text, category, datetime, date, geometry, object
+    nullable: bool = True
+    categories: tuple[Any, ...] = ()
+    srid: int | None = None
+    wkb_selected: bool = False  # True: the SQL selects AsWKB(col); False: the backend's format
+    converters: tuple[Callable[..., Any], ...] = ()
+    expression: Any = None
+
+
+@dataclass
+class _Plan:
+    """Everything needed to run the query and build frames, fixed before any fetch."""
+
+    model: Any
+    db: str
+    queryset: Any  # the final values() queryset (used for COUNT when progress=True)
+    sql: str | None  # None when Django knows the result is empty (EmptyResultSet)
+    params: tuple[Any, ...]
+    columns: list[_Column]
+    geometry: str
+    utc: bool
+
+
+def _check_common(queryset: Any, fields: Any, chunk_size: Any, geometry: Any) -> None:
+    """Raise TypeError/ValueError for bad arguments, before touching the database."""
+    from django.db.models import Manager, QuerySet
+
+    if not isinstance(queryset, QuerySet):
+        hint = ""
+        if isinstance(queryset, Manager):
+            hint = f"; call .all() on the manager, e.g. {queryset.model.__name__}.objects.all()"
+        raise TypeError(
+            f"queryset must be a django.db.models.QuerySet, got {type(queryset).__name__}{hint}"
+        )
+    if fields is not None:
+        if isinstance(fields, str | bytes) or not isinstance(fields, Sequence):
+            raise TypeError(
+                "fields must be a list or tuple of field names (or None for all fields), "
+                f"got {type(fields).__name__} {fields!r}"
+            )
+        if len(fields) == 0:
+            raise ValueError("fields is empty: name at least one field, or pass None for all")
+        for name in fields:
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"fields must hold field names as str, got {type(name).__name__} {name!r}; "
+                    "annotate() expressions first and pass their names"
+                )
+        seen: set[str] = set()
+        for name in fields:
+            if name in seen:
+                raise ValueError(f"fields names {name!r} twice; column names must be unique")
+            seen.add(name)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int):
+        raise TypeError(f"chunk_size must be an int, got {type(chunk_size).__name__}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    if geometry not in _GEOMETRY_FORMATS:
+        raise ValueError(f"geometry was {geometry!r} but is expected to be in {_GEOMETRY_FORMATS}")
+
+
+def _valid_names(queryset: QuerySet) -> list[str]:
+    """Names QuerySet.values() accepts on this queryset's model, for error messages."""
+    opts = queryset.model._meta
+    names = {f.name for f in opts.get_fields()}
+    names |= {f.attname for f in opts.concrete_fields}
+    names |= set(queryset.query.annotation_select)
+    names |= set(queryset.query.extra_select)
+    return sorted(names)
+
+
+def _values(queryset: QuerySet, fields: Sequence[str]) -> QuerySet:
+    """``queryset.values(*fields)``, with FieldError turned into a ValueError naming the model."""
+    from django.core.exceptions import FieldError
+
+    try:
+        return queryset.values(*fields)
+    except FieldError as exc:
+        opts = queryset.model._meta
+        bad = [name for name in fields if _unresolvable(queryset, name)]
+        relations = sorted(f.name for f in opts.get_fields() if f.is_relation)
+        via = f"; related fields are reached with '__' through {', '.join(relations)}"
+        raise ValueError(
+            f"unknown field {', '.join(map(repr, bad)) or fields!r} for model {opts.label}: "
+            f"{exc}. Valid names: {', '.join(_valid_names(queryset))}"
+            f"{via if relations else ''}"
+        ) from exc
+
+
+def _unresolvable(queryset: QuerySet, name: str) -> bool:
+    from django.core.exceptions import FieldError
+
+    try:
+        queryset.values(name)
+    except FieldError:
+        return True
+    return False
+
+
+def _selected_names(query: Any) -> list[str]:
+    """Column names of a values() query in SQL order (as Django's ValuesIterable names them)."""
+    if query.selected:
+        return list(query.selected)
+    return [*query.extra_select, *query.values_select, *query.annotation_select]
+
+
+def _compile(queryset: QuerySet) -> tuple[Any, str | None, tuple[Any, ...]]:
+    """Compile a values() queryset; sql is None when the result is known to be empty."""
+    from django.core.exceptions import EmptyResultSet
+
+    compiler = queryset.query.get_compiler(using=queryset.db)
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:
+        # The select list is still needed for the column dtypes.
+        compiler = queryset.query.get_compiler(using=queryset.db)
+        compiler.setup_query()
+        return compiler, None, ()
+    if not sql:
+        return compiler, None, ()
+    return compiler, sql, tuple(params)
+
+
+def _output_field(expression: Any) -> Any:
+    from django.core.exceptions import FieldError
+
+    try:
+        return expression.output_field
+    except (FieldError, AttributeError):
+        return None
+
+
+def _is_geometry(output_field: Any) -> bool:
+    from django.contrib.gis.db.models import GeometryField
+
+    return isinstance(output_field, GeometryField)
+
+
+def _value_field(output_field: Any) -> Any:
+    """Follow foreign keys to the field that holds the stored value."""
+    seen = 0
+    while output_field is not None and output_field.is_relation and seen < 10:
+        target = getattr(output_field, "target_field", None)
+        if target is None:
+            break
+        output_field = target
+        seen += 1
+    return output_field
+
+
+def _describe(name: str, position: int, expression: Any, compiler: Any) -> _Column:
+    """Decide the pandas kind of one selected column from its model field or expression."""
+    from django.db.models.expressions import Col
+    from django.db.models.sql.constants import LOUTER
+
+    out = _output_field(expression)
+    nullable = True
+    choices_field = out
+    if isinstance(expression, Col):
+        target = expression.target
+        join = compiler.query.alias_map.get(expression.alias)
+        outer = getattr(join, "join_type", None) == LOUTER
+        nullable = bool(target.null or (out is not None and out.null) or outer)
+        choices_field = target
+    if out is None:
+        return _Column(name, position, "object", expression=expression)
+    if _is_geometry(out):
+        return _Column(name, position, "geometry", srid=getattr(out, "srid", None))
+
+    value_field = _value_field(out)
+    converters = tuple(compiler.get_converters([expression]).get(0, ((), None))[0])
+    if hasattr(value_field, "from_db_value") or hasattr(out, "from_db_value"):
+        # A field with its own Python conversion (JSONField, custom fields): keep Django's.
+        return _Column(name, position, "object", converters=converters, expression=expression)
+    choices = getattr(choices_field, "flatchoices", None) if not out.is_relation else None
+    if choices:
+        categories = tuple(dict.fromkeys(value for value, _label in choices))
+        return _Column(name, position, "category", nullable, categories=categories)
+    internal = value_field.get_internal_type() if value_field is not None else ""
+    if internal in _INT_TYPES:
+        return _Column(name, position, "int", nullable)
+    if internal == "FloatField":
+        return _Column(name, position, "float", nullable)
+    if internal == "BooleanField":
+        return _Column(name, position, "bool", nullable)
+    if internal in _TEXT_TYPES:
+        return _Column(name, position, "text", nullable)
+    if internal == "DateTimeField":
+        return _Column(name, position, "datetime", nullable)
+    if internal == "DateField":
+        return _Column(name, position, "date", nullable)
+    # DecimalField, UUIDField, TimeField, DurationField, BinaryField, ...: Django's converters.
+    return _Column(name, position, "object", nullable, converters=converters, expression=expression)
+
+
+def _unique_alias(index: int, taken: set[str]) -> str:
+    alias = _WKB_ALIAS.format(index)
+    while alias in taken:
+        alias = "_" + alias
+    return alias
+
+
+def _make_plan(queryset: QuerySet, fields: Sequence[str] | None, geometry: str) -> _Plan:
+    """Validate the field names against the model and compile the query (no fetch yet)."""
+    from django.conf import settings
+    from django.contrib.gis.db.models.functions import AsWKB
+
+    reuse_values = fields is None and queryset._fields is not None
+    if reuse_values:
+        # Already a values()/values_list() queryset: take its columns as they are.
+        vqs = queryset
+    elif fields is None:
+        vqs = queryset.values()
+    else:
+        vqs = _values(queryset, fields)
+    names = list(fields) if fields is not None else _selected_names(vqs.query)
+
+    compiler, sql, params = _compile(vqs)
+    selected = _selected_names(compiler.query)
+    expressions = {n: compiler.select[i][0] for i, n in enumerate(selected)}
+    geo = {
+        n: getattr(_output_field(expressions[n]), "srid", None)
+        for n in names
+        if _is_geometry(_output_field(expressions[n]))
+    }
+    query = vqs.query
+    # Swap each geometry column for AsWKB(column) unless the queryset's own values()
+    # grouping or a union would change meaning when values() is applied again.
+    can_swap = not query.combinator and not (reuse_values and query.group_by is not None)
+    aliases: dict[str, str] = {}
+    if geo and can_swap:
+        taken = set(names) | set(query.annotations) | set(query.extra_select)
+        aliases = {n: _unique_alias(i, taken) for i, n in enumerate(geo)}
+        swapped = queryset.annotate(**{a: AsWKB(n) for n, a in aliases.items()})
+        vqs = swapped.values(*[aliases.get(n, n) for n in names])
+        compiler, sql, params = _compile(vqs)
+        selected = _selected_names(compiler.query)
+    position = {n: i for i, n in enumerate(selected)}
+    columns = []
+    for name in names:
+        i = position[aliases.get(name, name)]
+        if name in geo:
+            column = _Column(name, i, "geometry", srid=geo[name], wkb_selected=name in aliases)
+        else:
+            column = _describe(name, i, compiler.select[i][0], compiler)
+        columns.append(column)
+    return _Plan(
+        model=queryset.model,
+        db=vqs.db,
+        queryset=vqs,
+        sql=sql,
+        params=params,
+        columns=columns,
+        geometry=geometry,
+        utc=bool(settings.USE_TZ),
+    )
+
+
+# ---------------------------------------------------------------------------
+# Rows -> columns -> DataFrame, vectorised per column
+# ---------------------------------------------------------------------------
+
+
+def _split_columns(rows: list[tuple[Any, ...]], width: int) -> list[np.ndarray]:
+    """Transpose a list of row tuples into one object array per column."""
+    import numpy as np
+
+    n = len(rows)
+    if n:
+        try:
+            block = np.array(rows, dtype=object)
+        except ValueError:  # ragged: some value is itself a sequence (e.g. a list)
+            block = None
+        if block is not None and block.ndim == 2 and block.shape[0] == n:
+            return [block[:, i] for i in range(width)]
+        return [np.fromiter((r[i] for r in rows), dtype=object, count=n) for i in range(width)]
+    return [np.empty(0, dtype=object) for _ in range(width)]
+
+
+def _null_mask(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
+    return np.equal(values, None)
+
+
+def _to_int(values: np.ndarray, nullable: bool) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    mask = _null_mask(values)
+    if not nullable and not mask.any():
+        return values.astype(np.int64)
+    if mask.any():
+        values = values.copy()
+        values[mask] = 0
+    return pd.arrays.IntegerArray(values.astype(np.int64), mask)
+
+
+def _to_bool(values: np.ndarray, nullable: bool) -> Any:
+    import pandas as pd
+
+    mask = _null_mask(values)
+    if not nullable and not mask.any():
+        return values.astype(bool)
+    if mask.any():
+        values = values.copy()
+        values[mask] = False
+    return pd.arrays.BooleanArray(values.astype(bool), mask)
+
+
+def _to_category(values: np.ndarray, column: _Column) -> Any:
+    import pandas as pd
+
+    dtype = pd.CategoricalDtype(list(column.categories))
+    cat = pd.Categorical(values, dtype=dtype)
+    lost = (cat.codes == -1) & ~_null_mask(values)
+    if lost.any():
+        extra = list(pd.unique(values[lost]))
+        warnings.warn(
+            f"column {column.name!r}: values not among the field's choices {extra[:10]!r}; "
+            "they are kept as extra categories",
+            UserWarning,
+            stacklevel=4,
+        )
+        cat = pd.Categorical(values, categories=[*column.categories, *extra])
+    return cat
+
+
+def _to_geometry(values: np.ndarray, column: _Column, geometry: str) -> np.ndarray:
+    import numpy as np
+    import shapely
+
+    mask = _null_mask(values)
+    if mask.all():
+        values = values.copy()
+    elif isinstance(values[~mask][0], memoryview):  # psycopg2 returns bytea as memoryview
+        values = np.array([None if v is None else bytes(v) for v in values], dtype=object)
+    if geometry == "wkb" and column.wkb_selected:
+        return values.copy()
+    geoms = shapely.from_wkb(values)
+    if geometry == "wkb":  # the backend's own format (EWKB or hex): normalise to ISO WKB
+        return shapely.to_wkb(geoms, output_dimension=3)
+    return geoms
+
+
+def _convert(values: np.ndarray, column: _Column, plan: _Plan, connection: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    kind = column.kind
+    if kind == "int":
+        return _to_int(values, column.nullable)
+    if kind == "float":
+        return values.astype(np.float64) if len(values) else np.empty(0, np.float64)
+    if kind == "bool":
+        return _to_bool(values, column.nullable)
+    if kind == "text":
+        return values.copy()
+    if kind == "category":
+        return _to_category(values, column)
+    if kind == "datetime":
+        return pd.to_datetime(values, utc=plan.utc, format="ISO8601")
+    if kind == "date":
+        return pd.to_datetime(values, format="ISO8601")
+    if kind == "geometry":
+        return _to_geometry(values, column, plan.geometry)
+    if column.converters:
+        out = np.empty(len(values), dtype=object)
+        for i, value in enumerate(values):
+            for converter in column.converters:
+                value = converter(value, column.expression, connection)
+            out[i] = value
+        return out
+    return values.copy()
+
+
+def _frame(rows: list[tuple[Any, ...]], plan: _Plan, start: int, connection: Any) -> pd.DataFrame:
+    """Build one DataFrame from a batch of row tuples, column by column."""
+    import pandas as pd
+
+    width = max(c.position for c in plan.columns) + 1
+    raw = _split_columns(rows, width)
+    data = {c.name: _convert(raw[c.position], c, plan, connection) for c in plan.columns}
+    n = len(rows)
+    frame = pd.DataFrame(data, index=pd.RangeIndex(start, start + n), copy=False)
+    return frame
+
+
+def _iter_plan(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.DataFrame]:
+    """Run the planned query and yield one DataFrame per fetchmany() batch."""
+    from django.db import connections
+
+    connection = connections[plan.db]
+    if plan.sql is None:
+        yield _frame([], plan, 0, connection)
+        return
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=plan.queryset.count(), unit="rows", desc=plan.model.__name__)
+    server_side = not connection.settings_dict.get("DISABLE_SERVER_SIDE_CURSORS")
+    cursor = connection.chunked_cursor() if server_side else connection.cursor()
+    try:
+        cursor.execute(plan.sql, plan.params)
+        start = 0
+        while True:
+            rows = cursor.fetchmany(chunk_size)
+            if not rows:
+                break
+            frame = _frame(rows, plan, start, connection)
+            n = len(rows)
+            rows = None  # drop the tuples before handing the frame over
+            start += n
+            if bar is not None:
+                bar.update(n)
+            yield frame
+            frame = None  # hold nothing while the consumer works on the chunk
+        if start == 0:
+            yield _frame([], plan, 0, connection)
+    finally:
+        cursor.close()
+        if bar is not None:
+            bar.close()
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate chunks, keeping categorical columns categorical."""
+    import pandas as pd
+
+    if len(frames) == 1:
+        return frames[0]
+    for name in frames[0].columns:
+        dtypes = [f[name].dtype for f in frames]
+        if isinstance(dtypes[0], pd.CategoricalDtype) and any(d != dtypes[0] for d in dtypes):
+            # A chunk met values outside the choices: give every chunk the same categories.
+            categories = list(dict.fromkeys(c for d in dtypes for c in d.categories))
+            for f in frames:
+                f[name] = f[name].cat.set_categories(categories)
+    return pd.concat(frames, ignore_index=True, copy=False)
+
+
+# ---------------------------------------------------------------------------
+# Public functions
+# ---------------------------------------------------------------------------
+
+
+def iter_frames(
+    queryset: QuerySet,
+    fields: Sequence[str] | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    *,
+    geometry: GeometryFormat = "shapely",
+    progress: bool = False,
+) -> Iterator[pd.DataFrame]:
+    """Yield a QuerySet's rows as pandas DataFrames of at most ``chunk_size`` rows.
+
+    The queryset is compiled to SQL (with its parameters) and read with a
+    chunked cursor: a server-side cursor on PostgreSQL, ``fetchmany`` on
+    SQLite. No model instances are built and the loader holds one chunk of
+    rows at a time, so memory does not grow with the size of the table.
+
+    Column dtypes come from the model fields: ``int64`` (``Int64`` when the
+    column can be NULL: a nullable field, a field reached through a LEFT JOIN,
+    or an annotation), ``float64``, ``bool``/``boolean``, ``object`` for text,
+    ``category`` with the field's choices as categories (the same in every
+    chunk), ``datetime64[ns, UTC]`` for ``DateTimeField`` (naive when
+    ``USE_TZ`` is off), ``datetime64[ns]`` for ``DateField``; foreign keys
+    give the related id. Geometry columns are selected as WKB and decoded by
+    ``shapely.from_wkb`` on the whole column. Other fields (decimals, UUIDs,
+    JSON, ...) keep Django's own conversion, as ``object`` columns.
+
+    Parameters
+    ----------
+    queryset : QuerySet
+        Any QuerySet: filtered, ordered, annotated, sliced. Its ordering is
+        kept. A queryset made with ``values(...)``/``values_list(...)`` is
+        accepted: with ``fields=None`` its columns are used as they are.
+    fields : sequence of str, optional
+        Names as accepted by ``QuerySet.values()``: concrete fields (``"zip"``
+        or ``"zip_id"`` give the foreign key's id), related lookups
+        (``"zip__code"``) and annotation names. Columns are named as given.
+        ``None`` selects what ``.values()`` gives: every concrete field
+        (foreign keys as ``"<name>_id"``) and the queryset's annotations.
+    chunk_size : int, default 50_000
+        Rows per DataFrame (the last one may be shorter).
+    geometry : {"shapely", "wkb"}, default "shapely"
+        Geometry columns as shapely geometries, or as the WKB ``bytes``.
+    progress : bool, default False
+        Show a tqdm progress bar; it runs one extra ``COUNT`` query for the total.
+
+    Returns
+    -------
+    Iterator[pandas.DataFrame]
+        One DataFrame per chunk, indexed by row number in the whole result
+        (the second chunk of 1,000 starts at 1000). An empty result yields a
+        single empty DataFrame with the right columns and dtypes. The cursor
+        is closed when the iterator is exhausted, closed or garbage collected.
+
+    Raises
+    ------
+    TypeError
+        If ``queryset`` is not a QuerySet, or ``fields``/``chunk_size`` have the wrong type.
+    ValueError
+        If a field name is unknown (the message names the model and its valid
+        fields), a name is repeated, ``chunk_size < 1``, or ``geometry`` is not allowed.
+
+    Examples
+    --------
+    >>> from analysis_lib import iter_frames
+    >>> from project.buildings.models import Building
+    >>> qs = Building.objects.filter(height_m__gt=10).order_by("id")
+    >>> total = 0.0
+    >>> for chunk in iter_frames(qs, ["id", "footprint_m2", "zip__code"], chunk_size=10_000):
+    ...     total += chunk["footprint_m2"].sum()
+    """
+    _check_common(queryset, fields, chunk_size, geometry)
+    plan = _make_plan(queryset, fields, geometry)
+    return _iter_plan(plan, chunk_size, progress)
+
+
+def read_frame(
+    queryset: QuerySet,
+    fields: Sequence[str] | None = None,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    geometry: GeometryFormat = "shapely",
+    index: str | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Load a whole QuerySet into one DataFrame, built from :func:`iter_frames` chunks.
+
+    Same columns and dtypes as :func:`iter_frames`; the chunks are
+    concatenated at the end, so the peak is about the finished frame plus
+    its chunks, never a list of model instances.
+
+    Parameters
+    ----------
+    queryset : QuerySet
+        Any QuerySet (see :func:`iter_frames`).
+    fields : sequence of str, optional
+        Names as accepted by ``QuerySet.values()``; ``None`` for every concrete field.
+    chunk_size : int, default 50_000
+        Rows fetched per batch.
+    geometry : {"shapely", "wkb"}, default "shapely"
+        Geometry columns as shapely geometries, or as WKB ``bytes``.
+    index : str, optional
+        A selected column to use as the index (for example ``"id"``).
+    progress : bool, default False
+        Show a tqdm progress bar (runs one extra ``COUNT`` query).
+
+    Returns
+    -------
+    pandas.DataFrame
+        All rows, in the queryset's order; zero rows give an empty frame
+        with the right columns and dtypes.
+
+    Raises
+    ------
+    TypeError
+        If ``queryset`` is not a QuerySet, or an argument has the wrong type.
+    ValueError
+        If a field name is unknown, ``chunk_size < 1``, ``geometry`` is not
+        allowed, or ``index`` is not one of the selected columns.
+
+    Examples
+    --------
+    >>> from analysis_lib import read_frame
+    >>> from project.buildings.models import Building
+    >>> df = read_frame(
+    ...     Building.objects.filter(zip__code="01002"),
+    ...     ["id", "height_m", "use_type", "zip__code"],
+    ...     index="id",
+    ... )
+    >>> list(df.columns)
+    ['height_m', 'use_type', 'zip__code']
+    """
+    _check_common(queryset, fields, chunk_size, geometry)
+    plan = _make_plan(queryset, fields, geometry)
+    names = [c.name for c in plan.columns]
+    if index is not None and index not in names:
+        raise ValueError(f"index {index!r} is not one of the selected columns {names}")
+    frame = _concat(list(_iter_plan(plan, chunk_size, progress)))
+    if index is not None:
+        frame = frame.set_index(index)
+    return frame
+
+
+def read_geodataframe(
+    queryset: QuerySet,
+    fields: Sequence[str] | None = None,
+    *,
+    geometry_field: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: bool = False,
+) -> geopandas.GeoDataFrame:
+    """Load a QuerySet into a geopandas GeoDataFrame with the geometry field's CRS.
+
+    Needs the optional dependency geopandas (``pip install 'analysis-lib[geo]'``).
+    Rows are read in chunks exactly as by :func:`read_frame`; every geometry
+    column becomes a GeoSeries with the CRS of its field's SRID.
+
+    Parameters
+    ----------
+    queryset : QuerySet
+        Any QuerySet (see :func:`iter_frames`).
+    fields : sequence of str, optional
+        Names as accepted by ``QuerySet.values()``; they must include a
+        geometry field. ``None`` selects every concrete field.
+    geometry_field : str, optional
+        The active geometry column; by default the first geometry column selected.
+    chunk_size : int, default 50_000
+        Rows fetched per batch.
+    progress : bool, default False
+        Show a tqdm progress bar (runs one extra ``COUNT`` query).
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        The rows, with ``geometry_field`` as the active geometry.
+
+    Raises
+    ------
+    ImportError
+        If geopandas is not installed.
+    TypeError
+        If ``queryset`` is not a QuerySet, or an argument has the wrong type.
+    ValueError
+        If a field name is unknown, no geometry column is selected, or
+        ``geometry_field`` is not a selected geometry column.
+
+    Examples
+    --------
+    >>> from analysis_lib import read_geodataframe
+    >>> from project.buildings.models import Building
+    >>> gdf = read_geodataframe(Building.objects.all(), ["id", "use_type", "boundary"])
+    >>> str(gdf.crs)
+    'EPSG:4326'
+    """
+    _check_common(queryset, fields, chunk_size, "shapely")
+    try:
+        import geopandas
+    except ImportError as exc:
+        raise ImportError(
+            "read_geodataframe() needs the optional dependency geopandas: "
+            "pip install 'analysis-lib[geo]' (or: conda install -c conda-forge geopandas)"
+        ) from exc
+    plan = _make_plan(queryset, fields, "shapely")
+    geometry_columns = [c for c in plan.columns if c.kind == "geometry"]
+    if not geometry_columns:
+        raise ValueError(
+            f"no geometry column among {[c.name for c in plan.columns]} "
+            f"for model {plan.model._meta.label}; add one to fields"
+        )
+    if geometry_field is None:
+        geometry_field = geometry_columns[0].name
+    elif geometry_field not in {c.name for c in geometry_columns}:
+        raise ValueError(
+            f"geometry_field {geometry_field!r} is not a selected geometry column; "
+            f"choose one of {[c.name for c in geometry_columns]}"
+        )
+    frame = _concat(list(_iter_plan(plan, chunk_size, progress)))
+    crs = {c.name: (f"EPSG:{c.srid}" if c.srid else None) for c in geometry_columns}
+    for name, column_crs in crs.items():
+        frame[name] = geopandas.GeoSeries(frame[name], crs=column_crs, index=frame.index)
+    return geopandas.GeoDataFrame(frame, geometry=geometry_field, crs=crs[geometry_field])

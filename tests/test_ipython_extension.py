@@ -1,0 +1,102 @@
+"""`%load_ext analysis_lib` in real IPython shells (subprocesses): %memit, %mprun and %%memtrack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "NO_COLOR": "1"}
+    return subprocess.run(
+        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_terminal_ipython_runs_a_memtrack_cell(tmp_path):
+    """The `ipython` application itself, loading the extension at start-up, runs a .ipy file."""
+    cell = tmp_path / "cell.ipy"
+    cell.write_text(
+        textwrap.dedent("""\
+        %%memtrack keep 40 MiB
+        import numpy as np
+        kept = np.ones(40 * 2**17)
+        """)
+    )
+    ipython = BIN / "ipython"
+    out = _run(
+        [
+            str(ipython),
+            "--quick",
+            "--no-banner",
+            "--colors=nocolor",
+            "--ext=analysis_lib",
+            str(cell),
+        ],
+        tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    report = [line for line in out.stdout.splitlines() if line.startswith("memtrack ")]
+    assert len(report) == 1, out.stdout
+    assert report[0].startswith("memtrack keep 40 MiB: peak memory: ")
+    assert "increment: " in report[0] and "left behind: " in report[0]
+
+
+DRIVER = """\
+import json
+from IPython.core.interactiveshell import InteractiveShell
+
+ip = InteractiveShell.instance()
+ip.run_line_magic("load_ext", "analysis_lib")
+magics = ip.magics_manager.magics
+print("MAGICS", json.dumps({kind: sorted(magics[kind]) for kind in ("line", "cell")}))
+ip.run_cell("import numpy as np")
+ip.run_cell("%%memtrack keep 50 MiB\\nkept = np.ones(50 * 2**17)\\n")
+ip.run_cell("%%memtrack -q free 50 MiB\\ntotal = np.ones(50 * 2**17).sum()\\n")
+ip.run_cell("%%memtrack\\nx = 1 / 0\\n")
+bad = ip.run_cell("%%memtrack -i 0 never\\ny = 1\\n")
+print("BAD_INTERVAL", type(bad.error_in_exec).__name__, "y" in ip.user_ns)
+ip.run_cell("%memit sum(range(1000))")
+from analysis_lib import default_log
+
+frame = default_log().to_frame()
+print("LOG", frame[["label", "increment_mib", "retained_mib"]].to_json(orient="records"))
+"""
+
+
+def test_extension_loads_memory_profiler_magics_and_logs_memtrack(tmp_path):
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    out = _run([sys.executable, str(driver)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+
+    magics = json.loads(next(line for line in lines if line.startswith("MAGICS "))[7:])
+    assert {"memit", "mprun"} <= set(magics["line"])
+    assert {"memit", "mprun", "memtrack"} <= set(magics["cell"])
+
+    reports = [line for line in lines if line.startswith("memtrack ")]
+    assert reports[0].startswith("memtrack keep 50 MiB: peak memory: ")
+    assert not any(r.startswith("memtrack free 50 MiB") for r in reports)  # -q
+    assert any("the cell raised; nothing logged" in r for r in reports)
+    assert "ZeroDivisionError" in out.stdout + out.stderr
+
+    assert "BAD_INTERVAL UsageError False" in lines
+
+    # memory-profiler's own %memit works next to ours
+    assert any(line.startswith("peak memory: ") and "increment: " in line for line in lines)
+
+    log = json.loads(next(line for line in lines if line.startswith("LOG "))[4:])
+    assert [row["label"] for row in log] == ["keep 50 MiB", "free 50 MiB"]
+    keep, free = log
+    assert 40 < keep["increment_mib"] < 70
+    assert 40 < keep["retained_mib"] < 70
+    assert 40 < free["increment_mib"] < 70
+    assert abs(free["retained_mib"]) < 10

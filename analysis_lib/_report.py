@@ -1,0 +1,801 @@
+"""Notebook-side helpers: pick ZIPs, run the two per-ZIP loops, compare them, save and rerun.
+
+The notebooks in ``notebooks/`` stay thin: everything they call lives here or in
+the other ``analysis_lib`` modules, and is tested outside the notebooks
+(``tests/test_report.py``); the notebooks themselves are run end to end with
+papermill (``tests/test_notebooks.py``).
+
+``python -m analysis_lib._report {naive,stream} --state MA ...`` runs one of the
+two loops on its own, for ``mprof run`` (:func:`mprof_zip_loop`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import math
+import os
+import re
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import pandas as pd
+    from django.db.models import QuerySet
+    from matplotlib.figure import Figure
+
+    from ._memory import MemoryResult, Tracker
+    from ._mprof import MprofProfile
+
+Approach = Literal["naive", "stream"]
+APPROACHES: tuple[str, ...] = ("naive", "stream")
+#: The building columns the streaming loop reads: what the per-ZIP summary needs.
+STREAM_FIELDS: tuple[str, ...] = ("id", "footprint_m2", "height_m", "year_built", "use_type")
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_REPORTS_DIR = PROJECT_ROOT / "reports"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+
+# A figure name becomes a file name: keep it to one plain path component.
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def report_dir(folder: str | Path | None = None) -> Path:
+    """Return the folder reports go to, created if missing.
+
+    Parameters
+    ----------
+    folder : str, Path or None
+        The folder; ``None`` means ``reports/`` at the project root, whatever
+        the current directory (a notebook opened in JupyterLab runs in
+        ``notebooks/``, papermill from the project root).
+
+    Returns
+    -------
+    Path
+        The folder, which exists.
+
+    Raises
+    ------
+    NotADirectoryError
+        If ``folder`` exists and is not a directory.
+
+    Examples
+    --------
+    >>> report_dir().name
+    'reports'
+    """
+    path = DEFAULT_REPORTS_DIR if folder is None else Path(folder)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"output folder {str(path)!r} exists and is not a directory")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def save_figure(
+    fig: Figure, name: str, folder: str | Path | None = None, *, dpi: int = 100
+) -> Path:
+    """Save a matplotlib figure as ``<folder>/<name>.png`` and return the path.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure (for an Axes ``ax``, pass ``ax.figure``).
+    name : str
+        File name without extension: letters, digits, ``_``, ``-`` and ``.``,
+        no folder part (``".png"`` is added when missing).
+    folder : str, Path or None
+        Where to write; ``None`` means ``reports/`` at the project root.
+    dpi : int
+        Resolution of the PNG.
+
+    Returns
+    -------
+    Path
+        The PNG written.
+
+    Raises
+    ------
+    TypeError
+        If ``fig`` is not a matplotlib Figure.
+    ValueError
+        If ``name`` is empty, holds a path separator or other characters that
+        do not belong in a file name, or ``dpi`` is not positive.
+
+    Examples
+    --------
+    >>> import matplotlib.pyplot as plt
+    >>> fig, ax = plt.subplots()
+    >>> path = save_figure(fig, "example", folder=tmp_path)  # doctest: +SKIP
+    >>> path.name  # doctest: +SKIP
+    'example.png'
+    """
+    from matplotlib.figure import Figure
+
+    if not isinstance(fig, Figure):
+        raise TypeError(
+            f"save_figure() needs a matplotlib Figure, got {type(fig).__name__}; "
+            "for an Axes pass ax.figure"
+        )
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise ValueError(
+            f"figure name {name!r} is not a plain file name: use letters, digits, '_', '-' "
+            "and '.', without a folder"
+        )
+    if dpi <= 0:
+        raise ValueError(f"dpi must be positive, got {dpi}")
+    stem = name[: -len(".png")] if name.lower().endswith(".png") else name
+    path = report_dir(folder) / f"{stem}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
+    return path
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Return the parameters a notebook declares in its cell tagged ``parameters``.
+
+    Parameters
+    ----------
+    path : str or Path
+        The notebook.
+
+    Returns
+    -------
+    dict
+        Parameter name to its default value (as written in the notebook).
+
+    Raises
+    ------
+    FileNotFoundError
+        If the notebook does not exist.
+    ValueError
+        If the notebook has no cell tagged ``parameters``.
+
+    Examples
+    --------
+    >>> params = notebook_parameters("notebooks/01_buildings_per_zip.ipynb")  # doctest: +SKIP
+    >>> params["state"]  # doctest: +SKIP
+    'MA'
+    """
+    import nbformat
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"notebook {str(path)!r} does not exist")
+    nb = nbformat.read(path, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise ValueError(f"{path}: no cell is tagged 'parameters'")
+    tree = ast.parse(cells[0].source, filename=f"{path} (parameters cell)")
+    found: dict[str, Any] = {}
+    for node in tree.body:
+        target = None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        if isinstance(target, ast.Name):
+            try:
+                found[target.id] = ast.literal_eval(value)
+            except ValueError:  # an expression, not a literal: keep its source
+                found[target.id] = ast.get_source_segment(cells[0].source, value)
+    return found
+
+
+def run_notebook(
+    path: str | Path,
+    output_dir: str | Path | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    *,
+    kernel_name: str = "python3",
+    cwd: str | Path | None = None,
+    progress_bar: bool = False,
+    log_output: bool = False,
+    timeout: float | None = None,
+) -> Path:
+    """Execute a notebook with papermill, writing ``<output_dir>/<name>.ipynb``.
+
+    The notebook runs in a fresh ``kernel_name`` kernel started from the
+    project root (so ``analysis_lib`` imports and relative paths resolve the
+    way they do for ``papermill`` on the command line). The kernel inherits
+    this process's environment, ``DATABASE_URL`` included. If the notebook
+    declares an ``output_dir`` parameter and ``parameters`` does not set it,
+    it is set to ``output_dir``, so figures land next to the executed notebook.
+
+    Parameters
+    ----------
+    path : str or Path
+        The notebook to run.
+    output_dir : str, Path or None
+        Where the executed notebook (and its figures) go; ``None`` means
+        ``reports/`` at the project root.
+    parameters : mapping, optional
+        Values for the notebook's ``parameters`` cell. Every name must be one
+        the notebook declares.
+    kernel_name : str
+        The Jupyter kernel; the committed notebooks use the standard
+        ``python3`` kernel and set Django up themselves.
+    cwd : str, Path or None
+        Working directory of the kernel; ``None`` means the project root.
+    progress_bar : bool
+        Show papermill's per-cell progress bar.
+    log_output : bool
+        Echo the notebook's output to this process's log as it runs.
+    timeout : float or None
+        Seconds a single cell may run; ``None`` means no limit.
+
+    Returns
+    -------
+    Path
+        The executed notebook.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the notebook does not exist.
+    ValueError
+        If ``parameters`` names a parameter the notebook does not declare.
+    papermill.exceptions.PapermillExecutionError
+        If a cell fails; the executed notebook is still written, with the
+        error in the failing cell's output.
+
+    Examples
+    --------
+    >>> out = run_notebook(  # doctest: +SKIP
+    ...     "notebooks/01_buildings_per_zip.ipynb", "reports", {"state": "MA"}
+    ... )
+    >>> out.name  # doctest: +SKIP
+    '01_buildings_per_zip.ipynb'
+    """
+    import papermill
+
+    path = Path(path)
+    declared = notebook_parameters(path)
+    params = dict(parameters or {})
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        raise ValueError(
+            f"{path.name} has no parameter(s) {', '.join(map(repr, unknown))}; "
+            f"it declares {', '.join(map(repr, declared))}"
+        )
+    out_dir = report_dir(output_dir).resolve()
+    if "output_dir" in declared:
+        params.setdefault("output_dir", str(out_dir))
+    output = out_dir / path.name
+    papermill.execute_notebook(
+        str(path),
+        str(output),
+        parameters=params,
+        kernel_name=kernel_name,
+        cwd=str(PROJECT_ROOT if cwd is None else cwd),
+        progress_bar=progress_bar,
+        log_output=log_output,
+        execution_timeout=timeout,
+    )
+    return output
+
+
+# --------------------------------------------------------------------------------------------
+# The ZIPs and the two loops of the seed question
+# --------------------------------------------------------------------------------------------
+
+
+def _check_count(name: str, value: Any, *, allow_none: bool = True) -> None:
+    """Raise ValueError unless ``value`` is a strictly positive int (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        allowed = "a strictly positive integer" + (" or None" if allow_none else "")
+        raise ValueError(f"`{name}` must be {allowed}, got {value!r}")
+
+
+def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
+    """Return the ZIP codes of a state in code order, the first ``max_zips`` of them.
+
+    Parameters
+    ----------
+    state : str
+        Two-letter state code, such as ``"MA"`` (case-insensitive).
+    max_zips : int or None
+        Keep the first ``max_zips`` ZIPs by code; ``None`` keeps all.
+
+    Returns
+    -------
+    QuerySet
+        ``ZipCode`` rows ordered by code (sliced when ``max_zips`` is given), as
+        :func:`~analysis_lib.summarize_by_zip` and
+        :func:`~analysis_lib.iter_buildings_by_zip` accept them.
+
+    Raises
+    ------
+    TypeError
+        If ``state`` is not a string.
+    ValueError
+        If ``max_zips`` is not a positive integer or None, ``state`` is not a
+        two-letter code, or the database holds no ZIP of that state (the
+        message lists the states it holds).
+
+    Examples
+    --------
+    >>> zips = select_zips("MA", max_zips=5)  # doctest: +SKIP
+    >>> [z.code for z in zips]  # doctest: +SKIP
+    ['01001', '01002', '01003', '01005', '01007']
+    """
+    from ._per_zip import _resolve_zips
+
+    if not isinstance(state, str):
+        raise TypeError(f"`state` must be a two-letter state code such as 'MA', got {state!r}")
+    _check_count("max_zips", max_zips)
+    zips = _resolve_zips(state)
+    return zips if max_zips is None else zips[:max_zips]
+
+
+def naive_zip_lists(zips: QuerySet | str) -> Iterator[tuple[str, list]]:
+    """Yield ``(zip_code, list of Building instances)``: the classic loop of ``DESIGN.md``.
+
+    Exactly the loop users write first, kept here so that the notebook, ``%memit``
+    and ``mprof`` all run the same code::
+
+        for zip in ZipCode.objects.filter(state="MA").order_by("code").iterator():
+            buildings = Building.objects.filter(boundary__within=zip.boundary)
+            important = [b for b in buildings.iterator()]
+
+    Every building becomes a full model instance with a GEOS geometry, and the
+    stock ``within`` lookup does not use the spatial index on SpatiaLite (a
+    full table scan per ZIP). It is the baseline the measurements compare
+    :func:`~analysis_lib.iter_buildings_by_zip` against; do not use it for work.
+
+    Parameters
+    ----------
+    zips : QuerySet or str
+        ZipCode QuerySet (for example from :func:`select_zips`) or a state code.
+
+    Yields
+    ------
+    tuple of (str, list of Building)
+        The ZIP code and its buildings, as model instances.
+
+    Raises
+    ------
+    ValueError
+        If a state code has no ZIPs in the database.
+    TypeError
+        If ``zips`` is neither a ZipCode QuerySet nor a state code.
+
+    Examples
+    --------
+    >>> for code, important in naive_zip_lists(select_zips("MA", 3)):  # doctest: +SKIP
+    ...     print(code, len(important))
+    """
+    from ._per_zip import _resolve_zips
+
+    zips_qs = _resolve_zips(zips)  # checked now, not at the first next()
+    return _naive_zip_lists(zips_qs)
+
+
+def _naive_zip_lists(zips: QuerySet) -> Iterator[tuple[str, list]]:
+    """Generate what :func:`naive_zip_lists` promises (argument already checked)."""
+    from project.buildings.models import Building
+
+    for zip_code in zips.iterator():
+        buildings = Building.objects.filter(boundary__within=zip_code.boundary)
+        yield zip_code.code, [b for b in buildings.iterator()]
+
+
+def zip_loop(
+    approach: Approach, zips: QuerySet | str, *, chunk_size: int = 50_000
+) -> Iterator[tuple[str, Any]]:
+    """Yield ``(zip_code, that ZIP's buildings)`` the naive way or the streaming way.
+
+    Parameters
+    ----------
+    approach : {"naive", "stream"}
+        ``"naive"``: :func:`naive_zip_lists` (a list of model instances per ZIP);
+        ``"stream"``: :func:`~analysis_lib.iter_buildings_by_zip` with the
+        columns in ``STREAM_FIELDS`` (a DataFrame per ZIP).
+    zips : QuerySet or str
+        ZipCode QuerySet or a state code.
+    chunk_size : int
+        Rows per fetch for ``"stream"``; checked for both approaches.
+
+    Returns
+    -------
+    Iterator[tuple[str, Any]]
+        The ZIP code and its buildings.
+
+    Raises
+    ------
+    ValueError
+        If ``approach`` or ``chunk_size`` is invalid or a state has no ZIPs.
+
+    Examples
+    --------
+    >>> for code, frame in zip_loop("stream", "MA"):  # doctest: +SKIP
+    ...     pass
+    """
+    if approach not in APPROACHES:
+        raise ValueError(f"`approach` was {approach!r} but is expected to be one of {APPROACHES}")
+    _check_count("chunk_size", chunk_size, allow_none=False)
+    if approach == "naive":
+        return naive_zip_lists(zips)
+    from ._per_zip import iter_buildings_by_zip
+
+    return iter_buildings_by_zip(zips, fields=STREAM_FIELDS, chunk_size=chunk_size)
+
+
+def mprof_zip_loop(
+    approach: Approach,
+    state: str,
+    max_zips: int | None = None,
+    *,
+    chunk_size: int = 50_000,
+    output: str | Path | None = None,
+    interval: float = 0.1,
+    timeout: float | None = None,
+) -> MprofProfile:
+    """Run one loop of :func:`zip_loop` in a fresh Python process under ``mprof run``.
+
+    The process sets Django up, walks the first ``max_zips`` ZIPs of ``state``
+    keeping each ZIP's buildings until the next ZIP (as the classic loop does)
+    and exits; ``mprof`` samples its memory every ``interval`` seconds. The
+    process inherits the environment, so ``DATABASE_URL`` selects the database.
+
+    Parameters
+    ----------
+    approach : {"naive", "stream"}
+        Which loop (see :func:`zip_loop`).
+    state : str
+        Two-letter state code.
+    max_zips : int or None
+        The first ``max_zips`` ZIPs by code; ``None``: all of the state.
+    chunk_size : int
+        Rows per fetch for ``"stream"``.
+    output : str, Path or None
+        The ``.dat`` file; default ``reports/mprof_<approach>.dat``.
+    interval : float
+        Seconds between memory samples.
+    timeout : float, optional
+        Kill the run after this many seconds.
+
+    Returns
+    -------
+    MprofProfile
+        The recording (see :func:`~analysis_lib.read_mprof`).
+
+    Raises
+    ------
+    ValueError
+        If an argument is invalid (checked before anything starts).
+    RuntimeError
+        If the loop fails in the child process (the message ends with its
+        stderr, hence the library's error) or ``timeout`` expires.
+
+    Examples
+    --------
+    >>> profile = mprof_zip_loop("stream", "MA", 20)  # doctest: +SKIP
+    >>> profile.peak_mib  # doctest: +SKIP
+    131.5
+    """
+    from ._mprof import run_mprof
+
+    if approach not in APPROACHES:
+        raise ValueError(f"`approach` was {approach!r} but is expected to be one of {APPROACHES}")
+    if not isinstance(state, str):
+        raise TypeError(f"`state` must be a two-letter state code such as 'MA', got {state!r}")
+    _check_count("max_zips", max_zips)
+    _check_count("chunk_size", chunk_size, allow_none=False)
+    cmd = [sys.executable, "-m", "analysis_lib._report", approach, "--state", state]
+    cmd += ["--chunk-size", str(chunk_size)]
+    if max_zips is not None:
+        cmd += ["--max-zips", str(max_zips)]
+    if output is None:
+        output = report_dir() / f"mprof_{approach}.dat"
+    pythonpath = os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")]))
+    return run_mprof(
+        cmd,
+        output=output,
+        interval=interval,
+        include_children=False,
+        timeout=timeout,
+        env={"PYTHONPATH": pythonpath},
+    )
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    """Command line of ``python -m analysis_lib._report``: run one loop, print a line."""
+    import time
+
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis_lib._report",
+        description="Walk a state's ZIPs with one loop (the target of mprof_zip_loop).",
+    )
+    parser.add_argument("approach", choices=APPROACHES)
+    parser.add_argument("--state", required=True)
+    parser.add_argument("--max-zips", type=int, default=None)
+    parser.add_argument("--chunk-size", type=int, default=50_000)
+    args = parser.parse_args(argv)
+
+    from ._django import setup_django
+
+    setup_django()
+    start = time.perf_counter()
+    zips = select_zips(args.state, args.max_zips)
+    n_zips = n_buildings = 0
+    for _code, important in zip_loop(args.approach, zips, chunk_size=args.chunk_size):
+        n_zips += 1
+        n_buildings += len(important)
+    print(
+        f"{args.approach}: {n_zips} ZIPs, {n_buildings} buildings, "
+        f"{time.perf_counter() - start:.1f} s"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# The measured result, as a table and as a sentence
+# --------------------------------------------------------------------------------------------
+
+_COMPARISON_COLUMNS = [
+    "zips",
+    "buildings",
+    "seconds",
+    "rss_start_mib",
+    "rss_max_mib",
+    "rss_end_mib",
+    "heap_max_mib",
+    "heap_end_mib",
+    "heap_grows",
+    "memit_peak_mib",
+    "memit_increment_mib",
+    "mprof_peak_mib",
+    "mprof_seconds",
+]
+
+
+def _memit_numbers(result: Any) -> tuple[float, float]:
+    """Peak and increment (MiB) of a MemoryResult or memory_profiler's MemitResult."""
+    if hasattr(result, "peak_mib") and hasattr(result, "increment_mib"):
+        return float(result.peak_mib), float(result.increment_mib)
+    if hasattr(result, "mem_usage") and hasattr(result, "baseline"):  # %memit -o
+        peak = float(max(result.mem_usage))
+        return peak, peak - float(result.baseline)
+    raise TypeError(
+        "memits values must be MemoryResult (analysis_lib.measure) or the result of "
+        f"`%memit -o`, got {type(result).__name__}"
+    )
+
+
+def memory_comparison(
+    trackers: Mapping[str, Tracker],
+    memits: Mapping[str, MemoryResult | Any] | None = None,
+    profiles: Mapping[str, MprofProfile] | None = None,
+    buildings: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """Put the measurements of several loops side by side, one row per loop.
+
+    Parameters
+    ----------
+    trackers : mapping of str to Tracker
+        Each loop tracked per ZIP with :func:`~analysis_lib.track` (row 0 is the
+        baseline before the loop).
+    memits : mapping of str to MemoryResult or MemitResult, optional
+        Peak and increment of each loop, from :func:`~analysis_lib.measure` or
+        ``%memit -o``.
+    profiles : mapping of str to MprofProfile, optional
+        Each loop's ``mprof`` recording (:func:`mprof_zip_loop`).
+    buildings : mapping of str to int, optional
+        Buildings each loop saw in total.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by loop name (``approach``), in the order of ``trackers`` then
+        the other mappings. Columns: ``zips``, ``buildings``, ``seconds`` (loop
+        time from the tracker), ``rss_start_mib``, ``rss_max_mib``,
+        ``rss_end_mib`` (RSS before, highest, after), ``heap_max_mib``,
+        ``heap_end_mib`` (tracemalloc's live heap above its start, highest and
+        at the end), ``heap_grows`` (:meth:`Tracker.grew`, missing under 3
+        ZIPs), ``memit_peak_mib``, ``memit_increment_mib``, ``mprof_peak_mib``,
+        ``mprof_seconds``. A number not measured for a loop is NaN.
+
+    Raises
+    ------
+    TypeError
+        If a value is of the wrong kind.
+
+    Examples
+    --------
+    >>> from analysis_lib import track
+    >>> loop = track(range(3), label="demo")
+    >>> for _ in loop:
+    ...     pass
+    >>> int(memory_comparison({"demo": loop}).loc["demo", "zips"])
+    3
+    """
+    import pandas as pd
+
+    from ._memory import Tracker
+    from ._mprof import MprofProfile
+
+    names = list(dict.fromkeys([*trackers, *(memits or {}), *(profiles or {}), *(buildings or {})]))
+    rows = {name: dict.fromkeys(_COMPARISON_COLUMNS, math.nan) for name in names}
+    for name, tracker in trackers.items():
+        if not isinstance(tracker, Tracker):
+            raise TypeError(f"trackers[{name!r}] must be a Tracker, got {type(tracker).__name__}")
+        frame = tracker.frame
+        if frame.empty:
+            raise ValueError(f"trackers[{name!r}] recorded nothing: iterate over it first")
+        heap0 = frame["heap_current_mib"].iloc[0]
+        iterations = len(frame) - 1
+        rows[name].update(
+            zips=iterations,
+            seconds=float(frame["seconds"].sum()),
+            rss_start_mib=float(frame["rss_mib"].iloc[0]),
+            rss_max_mib=float(frame["rss_mib"].max()),
+            rss_end_mib=float(frame["rss_mib"].iloc[-1]),
+            heap_max_mib=float(frame["heap_peak_mib"].max() - heap0),
+            heap_end_mib=float(frame["heap_current_mib"].iloc[-1] - heap0),
+            heap_grows=tracker.grew() if iterations >= 3 else pd.NA,
+        )
+    for name, result in (memits or {}).items():
+        peak, increment = _memit_numbers(result)
+        rows[name].update(memit_peak_mib=peak, memit_increment_mib=increment)
+    for name, profile in (profiles or {}).items():
+        if not isinstance(profile, MprofProfile):
+            raise TypeError(
+                f"profiles[{name!r}] must be an MprofProfile, got {type(profile).__name__}"
+            )
+        rows[name].update(mprof_peak_mib=profile.peak_mib, mprof_seconds=profile.duration_s)
+    for name, count in (buildings or {}).items():
+        rows[name]["buildings"] = int(count)
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=_COMPARISON_COLUMNS)
+    table.index.name = "approach"
+    table["zips"] = table["zips"].astype("Int64")
+    table["buildings"] = table["buildings"].astype("Int64")
+    table["heap_grows"] = table["heap_grows"].astype("boolean")
+    return table
+
+
+def _num(table: pd.DataFrame, name: str, column: str) -> float:
+    """One cell as a float, NaN when missing."""
+    import pandas as pd
+
+    raw = table.at[name, column]
+    return math.nan if pd.isna(raw) else float(raw)
+
+
+def _mib(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.1f} MiB"
+
+
+def _times(numerator: float, denominator: float) -> str:
+    """``"12.3x"``, or ``"n/a"`` when a number is missing or the denominator is not positive."""
+    if math.isnan(numerator) or math.isnan(denominator) or denominator <= 0:
+        return "n/a"
+    return f"{numerator / denominator:,.1f}x"
+
+
+def _bullet(table: pd.DataFrame, name: str) -> str:
+    """One Markdown bullet with what was measured for one loop."""
+    import pandas as pd
+
+    def num(column: str) -> float:
+        return _num(table, name, column)
+
+    parts = []
+    if not math.isnan(num("zips")):
+        text = f"{int(num('zips')):,} ZIPs"
+        if not math.isnan(num("buildings")):
+            text += f" ({int(num('buildings')):,} buildings)"
+        if not math.isnan(num("seconds")):
+            text += f" in {num('seconds'):,.1f} s"
+            if num("zips") > 0:
+                text += f" ({num('seconds') / num('zips'):.2f} s per ZIP)"
+        parts.append(text)
+    if not math.isnan(num("rss_start_mib")):
+        parts.append(
+            f"RSS {_mib(num('rss_start_mib'))} before, {_mib(num('rss_max_mib'))} at most, "
+            f"{_mib(num('rss_end_mib'))} after"
+        )
+        grows = table.at[name, "heap_grows"]
+        trend = (
+            "too few ZIPs to judge its trend"
+            if pd.isna(grows)
+            else ("it keeps growing: a leak" if bool(grows) else "it does not keep growing")
+        )
+        parts.append(
+            f"live heap (tracemalloc) at most {_mib(num('heap_max_mib'))} above its start and "
+            f"{_mib(num('heap_end_mib'))} at the end ({trend})"
+        )
+    if not math.isnan(num("memit_peak_mib")):
+        parts.append(
+            f"`%memit` peak {_mib(num('memit_peak_mib'))}, "
+            f"increment {_mib(num('memit_increment_mib'))}"
+        )
+    if not math.isnan(num("mprof_peak_mib")):
+        parts.append(f"mprof peak {_mib(num('mprof_peak_mib'))} over {num('mprof_seconds'):,.1f} s")
+    return f"- `{name}`: " + "; ".join(parts or ["nothing measured"]) + "."
+
+
+def closing_summary(comparison: pd.DataFrame, baseline: str, candidate: str) -> str:
+    """State what the measurements of the loops show, in Markdown, from their numbers only.
+
+    Parameters
+    ----------
+    comparison : pandas.DataFrame
+        A table from :func:`memory_comparison` (or read back from its CSV with
+        ``index_col="approach"``).
+    baseline : str
+        The row of the loop to compare against (the naive loop).
+    candidate : str
+        The row of the loop being compared (``iter_buildings_by_zip`` on the same ZIPs).
+
+    Returns
+    -------
+    str
+        Markdown: one bullet per row with its time, RSS, live heap, ``%memit``
+        and ``mprof`` numbers; then what the baseline's RSS and live heap say
+        (a leak only if the live heap keeps growing); then how many times less
+        memory and time the candidate needed, as baseline ÷ candidate ratios
+        (``n/a`` where a number is missing).
+
+    Raises
+    ------
+    KeyError
+        If ``baseline`` or ``candidate`` is not a row of ``comparison``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame(
+    ...     {"zips": [10, 10], "seconds": [20.0, 0.5], "memit_increment_mib": [300.0, 10.0]},
+    ...     index=pd.Index(["naive", "stream"], name="approach"),
+    ... )
+    >>> closing_summary(table, "naive", "stream").splitlines()[-1].split("): ")[1]
+    '`%memit` increment 30.0x, live heap at its highest n/a, time 40.0x.'
+    """
+    for name in (baseline, candidate):
+        if name not in comparison.index:
+            raise KeyError(f"{name!r} is not a row of the comparison: {list(comparison.index)}")
+    table = comparison.reindex(columns=_COMPARISON_COLUMNS)
+
+    def num(name: str, column: str) -> float:
+        return _num(table, name, column)
+
+    lines = ["**Measured in this run:**", ""]
+    lines += [_bullet(table, name) for name in table.index]
+    lines.append("")
+    rise = num(baseline, "rss_max_mib") - num(baseline, "rss_start_mib")
+    if not math.isnan(rise):
+        import pandas as pd
+
+        grows = table.at[baseline, "heap_grows"]
+        if pd.isna(grows):
+            verdict = "too few ZIPs were tracked to tell a leak from allocator behaviour"
+        elif bool(grows):
+            verdict = "the live heap keeps growing too: that is a real leak"
+        else:
+            verdict = (
+                "the live heap does not keep growing, so the RSS that stays up is the "
+                "allocator's high-water mark, not a leak"
+            )
+        lines.append(
+            f"`{baseline}`: RSS rose {_mib(rise)} above its start and ended "
+            f"{_mib(num(baseline, 'rss_end_mib') - num(baseline, 'rss_start_mib'))} above it, "
+            f"while the live heap ended {_mib(num(baseline, 'heap_end_mib'))} above its start; "
+            f"{verdict}."
+        )
+        lines.append("")
+    memit = _times(num(baseline, "memit_increment_mib"), num(candidate, "memit_increment_mib"))
+    heap = _times(num(baseline, "heap_max_mib"), num(candidate, "heap_max_mib"))
+    speed = _times(num(baseline, "seconds"), num(candidate, "seconds"))
+    lines.append(
+        f"`{baseline}` ÷ `{candidate}` on the same ZIPs (above 1: `{candidate}` needs less): "
+        f"`%memit` increment {memit}, live heap at its highest {heap}, time {speed}."
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

@@ -149,13 +149,14 @@ def _values(queryset: QuerySet, fields: Sequence[str]) -> QuerySet:
         return queryset.values(*fields)
     except FieldError as exc:
         opts = queryset.model._meta
-        bad = [name for name in fields if _unresolvable(queryset, name)]
+        bad = [name for name in fields if _unresolvable(queryset, name)] or list(fields)
         relations = sorted(f.name for f in opts.get_fields() if f.is_relation)
         via = f"; related fields are reached with '__' through {', '.join(relations)}"
+        # Django's own message lists the related model's fields for a bad 'a__b' lookup.
+        detail = f" ({exc})" if any("__" in name for name in bad) else ""
         raise ValueError(
-            f"unknown field {', '.join(map(repr, bad)) or fields!r} for model {opts.label}: "
-            f"{exc}. Valid names: {', '.join(_valid_names(queryset))}"
-            f"{via if relations else ''}"
+            f"unknown field {', '.join(map(repr, bad))} for model {opts.label}{detail}. "
+            f"Valid names: {', '.join(_valid_names(queryset))}{via if relations else ''}"
         ) from exc
 
 
@@ -274,6 +275,9 @@ def _unique_alias(index: int, taken: set[str]) -> str:
 
 def _make_plan(queryset: QuerySet, fields: Sequence[str] | None, geometry: str) -> _Plan:
     """Validate the field names against the model and compile the query (no fetch yet)."""
+    # shapely first: once SpatiaLite has loaded the system GEOS into the global symbol
+    # scope, an extension module loaded later binds to that GEOS instead of its own.
+    import shapely  # noqa: F401
     from django.conf import settings
     from django.contrib.gis.db.models.functions import AsWKB
 

@@ -1,0 +1,597 @@
+"""QuerySet -> DataFrame loaders: same rows, values and dtypes as the ORM, chunk by chunk."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import random
+import sys
+import tracemalloc
+from decimal import Decimal
+from unittest import mock
+
+import pandas as pd
+
+# pyproj and shapely are imported here, at collection, before any SpatiaLite connection:
+# SQLite dlopens mod_spatialite RTLD_GLOBAL, and extension modules loaded after it bind to the
+# system GEOS/PROJ instead of their own (shapely's to_wkt then fails, pyproj can crash at exit).
+import pyproj  # noqa: F401
+import pytest
+import shapely
+from django.contrib.gis.db.models.functions import Centroid
+from django.contrib.gis.geos import Polygon
+from django.db import connection
+from django.db.models import (
+    BooleanField,
+    Count,
+    DateField,
+    DateTimeField,
+    DecimalField,
+    ExpressionWrapper,
+    F,
+    Q,
+    Value,
+)
+from django.db.models.functions import Cast
+from django.db.models.sql.compiler import SQLCompiler
+
+from analysis_lib import iter_frames, read_frame, read_geodataframe
+from project.buildings.models import Building, ZipCode
+from tests.backends import IS_POSTGIS
+
+PLAIN = ["id", "footprint_m2", "height_m", "year_built", "use_type", "source_id", "zip"]
+PLAIN_DTYPES = {
+    "id": "int64",
+    "footprint_m2": "float64",
+    "height_m": "float64",
+    "year_built": "Int64",
+    "use_type": "category",
+    "source_id": "object",
+    "zip": "Int64",
+}
+N_BUILDINGS = 240
+
+
+def _norm(value):
+    """None for every spelling of missing (None, NaN, pd.NA, NaT)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _column(df: pd.DataFrame, name: str) -> list:
+    return [_norm(v) for v in df[name].astype(object).tolist()]
+
+
+def assert_same_as_orm(df: pd.DataFrame, qs, fields: list[str]) -> None:
+    expected = list(qs.values_list(*fields))
+    assert list(df.columns) == fields
+    assert len(df) == len(expected)
+    for j, name in enumerate(fields):
+        assert _column(df, name) == [_norm(row[j]) for row in expected], name
+
+
+@pytest.fixture
+def zips(make_zip):
+    return [
+        make_zip("01001", (0, 0, 1, 1), city="Agawam"),
+        make_zip("01002", (1, 0, 2, 1), city="Amherst"),
+        make_zip("01003", (0, 1, 1, 2), state="NH"),
+    ]
+
+
+@pytest.fixture
+def buildings(zips):
+    """N_BUILDINGS buildings with NULLs in every nullable column; one with a hole."""
+    rng = random.Random(7)
+    uses = list(Building.UseType.values)
+    objs = []
+    for i in range(N_BUILDINGS):
+        x, y = rng.uniform(0, 1.9), rng.uniform(0, 1.9)
+        if i == 0:
+            shell = ((x, y), (x + 0.01, y), (x + 0.01, y + 0.01), (x, y + 0.01), (x, y))
+            hole = (
+                (x + 0.004, y + 0.004),
+                (x + 0.006, y + 0.004),
+                (x + 0.006, y + 0.006),
+                (x + 0.004, y + 0.006),
+                (x + 0.004, y + 0.004),
+            )
+            boundary = Polygon(shell, hole, srid=4326)
+        else:
+            boundary = Polygon.from_bbox((x, y, x + 0.001 * (1 + i % 5), y + 0.001))
+            boundary.srid = 4326
+        objs.append(
+            Building(
+                boundary=boundary,
+                footprint_m2=round(rng.uniform(20, 2000), 3),
+                height_m=None if i % 4 == 0 else round(rng.uniform(3, 60), 2),
+                year_built=None if i % 3 == 0 else rng.randint(1750, 2024),
+                use_type=uses[i % len(uses)],
+                source_id=f"S{i:04d}" if i % 10 else "",
+                zip=None if i % 7 == 0 else zips[i % 3],
+            )
+        )
+    Building.objects.bulk_create(objs)
+    return Building.objects.order_by("id")
+
+
+# --- values and dtypes -----------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_plain_fields_match_values_list_with_field_dtypes(buildings):
+    df = read_frame(buildings, PLAIN)
+
+    assert_same_as_orm(df, buildings, PLAIN)
+    assert df.dtypes.astype(str).to_dict() == PLAIN_DTYPES
+    assert df["height_m"].isna().sum() == N_BUILDINGS // 4
+    assert df["year_built"].isna().sum() == N_BUILDINGS // 3
+    assert list(df["use_type"].cat.categories) == list(Building.UseType.values)
+    assert isinstance(df.index, pd.RangeIndex) and df.index[0] == 0
+
+
+@pytest.mark.django_db
+def test_fields_none_gives_what_values_gives(buildings):
+    df = read_frame(buildings)
+
+    expected_names = list(Building.objects.values().first())
+    assert list(df.columns) == expected_names
+    assert "zip_id" in df.columns and df["zip_id"].dtype == "Int64"
+    assert all(isinstance(g, shapely.Polygon) for g in df["boundary"])
+    assert_same_as_orm(
+        df.drop(columns="boundary"), buildings, [n for n in expected_names if n != "boundary"]
+    )
+
+
+@pytest.mark.django_db
+def test_fk_by_name_and_by_attname_give_the_id(buildings):
+    df = read_frame(buildings, ["zip", "zip_id", "zip__id"])
+
+    assert df["zip"].equals(df["zip_id"]) and df["zip"].equals(df["zip__id"])
+    assert df.dtypes.astype(str).tolist() == ["Int64"] * 3
+    assert_same_as_orm(df, buildings, ["zip", "zip_id", "zip__id"])
+
+
+@pytest.mark.django_db
+def test_related_lookups_and_annotations(buildings):
+    qs = buildings.annotate(
+        double_height=F("height_m") * 2,
+        zip_buildings=Count("zip__buildings"),
+    )
+    fields = ["id", "zip__code", "zip__state", "double_height", "zip_buildings"]
+
+    df = read_frame(qs, fields)
+
+    assert_same_as_orm(df, qs, fields)
+    assert df.dtypes.astype(str).tolist() == ["int64", "object", "object", "float64", "Int64"]
+
+
+@pytest.mark.django_db
+def test_reverse_relation_is_a_nullable_id(buildings, make_zip):
+    make_zip("09999", (5, 5, 6, 6))  # a ZIP with no buildings: LEFT JOIN gives NULL
+    qs = ZipCode.objects.order_by("code", "buildings__id")
+
+    df = read_frame(qs, ["code", "buildings__id"])
+
+    assert_same_as_orm(df, qs, ["code", "buildings__id"])
+    assert df["buildings__id"].dtype == "Int64" and df["buildings__id"].isna().sum() == 1
+
+
+@pytest.mark.django_db
+def test_ordering_is_kept(buildings):
+    qs = Building.objects.order_by("-footprint_m2", "id")
+
+    ids = pd.concat(iter_frames(qs, ["id"], chunk_size=17))["id"].tolist()
+
+    assert ids == list(qs.values_list("id", flat=True))
+
+
+@pytest.mark.django_db
+def test_filters_and_slices(buildings):
+    qs = buildings.filter(zip__city="Agawam", height_m__gt=10)[5:40]
+
+    df = read_frame(qs, ["id", "height_m", "zip__city"])
+
+    assert_same_as_orm(df, qs, ["id", "height_m", "zip__city"])
+    assert 0 < len(df) <= 35
+
+
+@pytest.mark.django_db
+def test_database_params_stay_params(buildings):
+    evil = "x'); DROP TABLE buildings_building; --"
+    Building.objects.filter(id=buildings.first().id).update(source_id=evil)
+
+    df = read_frame(Building.objects.filter(source_id=evil), ["id", "source_id"])
+
+    assert df["source_id"].tolist() == [evil]
+    assert Building.objects.count() == N_BUILDINGS
+
+
+@pytest.mark.django_db
+def test_datetime_date_bool_and_decimal_columns(buildings):
+    when = dt.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=dt.UTC)
+    qs = buildings.annotate(
+        seen=Value(when, output_field=DateTimeField()),
+        day=Value(dt.date(2023, 2, 1), output_field=DateField()),
+        tall=ExpressionWrapper(Q(height_m__gt=30), output_field=BooleanField()),
+        area=Cast("footprint_m2", DecimalField(max_digits=12, decimal_places=3)),
+    )
+
+    df = read_frame(qs, ["id", "seen", "day", "tall", "area"])
+
+    assert str(df["seen"].dtype) == "datetime64[ns, UTC]"
+    assert (df["seen"] == pd.Timestamp(when)).all()
+    assert str(df["day"].dtype) == "datetime64[ns]"
+    assert (df["day"] == pd.Timestamp("2023-02-01")).all()
+    assert str(df["tall"].dtype) == "boolean"
+    expected = list(qs.values_list("tall", "area"))
+    assert _column(df, "tall") == [_norm(t) for t, _ in expected]
+    assert df["area"].dtype == object and isinstance(df["area"].iloc[0], Decimal)
+    assert df["area"].tolist() == [a for _, a in expected]
+
+
+# --- chunks ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("chunk_size", [1, 7, N_BUILDINGS, N_BUILDINGS + 1, 10 * N_BUILDINGS])
+def test_chunk_boundaries(buildings, chunk_size):
+    chunks = list(iter_frames(buildings, PLAIN, chunk_size=chunk_size))
+
+    assert len(chunks) == math.ceil(N_BUILDINGS / chunk_size)
+    assert all(len(c) <= chunk_size for c in chunks)
+    assert all(c.dtypes.astype(str).to_dict() == PLAIN_DTYPES for c in chunks)
+    whole = pd.concat(chunks)
+    assert whole.index.tolist() == list(range(N_BUILDINGS))  # row numbers continue
+    assert whole.dtypes.astype(str).to_dict() == PLAIN_DTYPES  # categories equal: concat keeps
+    assert_same_as_orm(whole, buildings, PLAIN)
+
+
+@pytest.mark.django_db
+def test_read_frame_equals_concatenated_chunks(buildings):
+    chunked = pd.concat(iter_frames(buildings, PLAIN, chunk_size=50), ignore_index=True)
+
+    pd.testing.assert_frame_equal(read_frame(buildings, PLAIN, chunk_size=50), chunked)
+    pd.testing.assert_frame_equal(read_frame(buildings, PLAIN, chunk_size=1000), chunked)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "make_qs",
+    [
+        lambda: Building.objects.none(),
+        lambda: Building.objects.filter(id__in=[]),
+        lambda: Building.objects.filter(footprint_m2__lt=0),
+    ],
+    ids=["none", "empty-in", "no-match"],
+)
+def test_empty_queryset_gives_right_columns_and_dtypes(buildings, make_qs):
+    fields = [*PLAIN, "boundary", "zip__code"]
+
+    chunks = list(iter_frames(make_qs(), fields))
+    df = read_frame(make_qs(), fields, index="id")
+
+    assert len(chunks) == 1 and len(chunks[0]) == 0
+    assert list(chunks[0].columns) == fields
+    full = read_frame(buildings, fields)
+    assert chunks[0].dtypes.equals(full.dtypes)
+    assert len(df) == 0 and df.index.name == "id" and list(df.columns) == fields[1:]
+
+
+@pytest.mark.django_db
+def test_rows_are_fetched_in_chunks_from_a_chunked_cursor(buildings):
+    real = connection.chunked_cursor
+    cursors = []
+
+    def spy():
+        cursor = real()
+        cursor.fetchmany = mock.Mock(wraps=cursor.fetchmany)
+        cursor.close = mock.Mock(wraps=cursor.close)
+        cursors.append(cursor)
+        return cursor
+
+    with mock.patch.object(connection, "chunked_cursor", side_effect=spy):
+        n = sum(len(c) for c in iter_frames(buildings, ["id"], chunk_size=100))
+
+    assert n == N_BUILDINGS and len(cursors) == 1
+    assert [c.args for c in cursors[0].fetchmany.call_args_list] == [(100,)] * 4
+    cursors[0].close.assert_called_once()
+
+
+@pytest.mark.django_db
+def test_cursor_closed_when_consumer_stops_early(buildings):
+    real = connection.chunked_cursor
+    closes = []
+
+    def spy():
+        cursor = real()
+        cursor.close = mock.Mock(wraps=cursor.close)
+        closes.append(cursor.close)
+        return cursor
+
+    with mock.patch.object(connection, "chunked_cursor", side_effect=spy):
+        frames = iter_frames(buildings, ["id"], chunk_size=10)
+        first = next(frames)
+        closes[0].assert_not_called()
+        frames.close()
+
+    assert len(first) == 10
+    closes[0].assert_called_once()
+
+
+@pytest.mark.django_db
+def test_no_per_row_django_path(buildings):
+    """Rows come straight from the cursor: Django's results_iter (converters) never runs."""
+    with mock.patch.object(SQLCompiler, "results_iter", side_effect=AssertionError("per-row")):
+        df = read_frame(buildings, [*PLAIN, "boundary"])
+    assert len(df) == N_BUILDINGS
+
+
+# --- values()/values_list() querysets --------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_values_queryset_keeps_its_columns(buildings):
+    qs = buildings.values("id", "use_type", "zip__code")
+    assert_same_as_orm(read_frame(qs), qs, ["id", "use_type", "zip__code"])
+
+    flat = buildings.values_list("height_m", flat=True)
+    assert _column(read_frame(flat), "height_m") == [_norm(v) for v in flat]
+
+
+@pytest.mark.django_db
+def test_grouped_values_queryset(buildings):
+    qs = Building.objects.values("zip__code").annotate(n=Count("id")).order_by("zip__code")
+
+    df = read_frame(qs)
+
+    assert list(df.columns) == ["zip__code", "n"]
+    assert [tuple(map(_norm, r)) for r in df.astype(object).itertuples(index=False)] == [
+        (r["zip__code"], r["n"]) for r in qs
+    ]
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_geometry_round_trips_equal_to_geos(buildings):
+    df = read_frame(buildings, ["id", "boundary"], chunk_size=64)
+
+    geos = [b.boundary for b in Building.objects.order_by("id")]
+    assert df["boundary"].dtype == object
+    expected = shapely.from_wkb([bytes(g.wkb) for g in geos])
+    assert shapely.equals_exact(df["boundary"].to_numpy(), expected, tolerance=0).all()
+    assert len(df["boundary"].iloc[0].interiors) == 1  # the building with a hole
+
+
+@pytest.mark.django_db
+def test_geometry_as_wkb_bytes(buildings):
+    df = read_frame(buildings, ["id", "boundary"], geometry="wkb")
+
+    assert all(isinstance(v, bytes) for v in df["boundary"])
+    geos = [b.boundary for b in Building.objects.order_by("id")]
+    got = shapely.from_wkb(df["boundary"].to_numpy())
+    assert shapely.equals_exact(got, shapely.from_wkb([bytes(g.wkb) for g in geos])).all()
+
+
+@pytest.mark.django_db
+def test_related_and_annotated_geometries(buildings):
+    qs = buildings.annotate(center=Centroid("boundary"))
+
+    df = read_frame(qs, ["id", "zip__boundary", "center"])
+
+    orm = list(qs.values_list("zip__boundary", "center"))
+    for got, (zip_boundary, center) in zip(df.itertuples(index=False), orm, strict=True):
+        if zip_boundary is None:
+            assert got.zip__boundary is None
+        else:
+            assert got.zip__boundary.equals(shapely.from_wkb(bytes(zip_boundary.wkb)))
+        assert got.center.distance(shapely.from_wkb(bytes(center.wkb))) < 1e-9
+
+
+@pytest.mark.django_db
+def test_geometry_in_grouped_values_queryset_falls_back_to_backend_format(zips):
+    qs = ZipCode.objects.values("code", "boundary").annotate(n=Count("buildings")).order_by("code")
+
+    df = read_frame(qs)
+    raw = read_frame(qs, geometry="wkb")
+
+    expected = [shapely.from_wkb(bytes(z.boundary.wkb)) for z in ZipCode.objects.order_by("code")]
+    assert shapely.equals_exact(df["boundary"].to_numpy(), expected).all()
+    assert shapely.equals_exact(shapely.from_wkb(raw["boundary"].to_numpy()), expected).all()
+
+
+@pytest.mark.django_db
+def test_read_geodataframe_has_crs_and_active_geometry(buildings):
+    gpd = pytest.importorskip("geopandas")
+
+    gdf = read_geodataframe(buildings, ["id", "use_type", "boundary", "zip__boundary"])
+
+    assert isinstance(gdf, gpd.GeoDataFrame)
+    assert gdf.geometry.name == "boundary" and gdf.crs == "EPSG:4326"
+    assert (
+        isinstance(gdf["zip__boundary"], gpd.GeoSeries) and gdf["zip__boundary"].crs == "EPSG:4326"
+    )
+    assert len(gdf) == N_BUILDINGS and gdf["use_type"].dtype == "category"
+    other = read_geodataframe(
+        buildings, ["id", "boundary", "zip__boundary"], geometry_field="zip__boundary"
+    )
+    assert other.geometry.name == "zip__boundary"
+
+
+@pytest.mark.django_db
+def test_read_geodataframe_without_geopandas_says_how_to_install(buildings, monkeypatch):
+    monkeypatch.setitem(sys.modules, "geopandas", None)
+
+    with pytest.raises(ImportError, match=r"analysis-lib\[geo\]"):
+        read_geodataframe(buildings, ["id", "boundary"])
+
+
+# --- choices ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_value_outside_choices_is_kept_with_a_warning(buildings):
+    last = buildings.last()
+    Building.objects.filter(id=last.id).update(use_type="barn")
+
+    with pytest.warns(UserWarning, match="barn"):
+        df = read_frame(buildings, ["id", "use_type"], chunk_size=100)
+
+    assert df["use_type"].dtype == "category"
+    assert df["use_type"].iloc[-1] == "barn"
+    assert list(df["use_type"].cat.categories) == [*Building.UseType.values, "barn"]
+    assert_same_as_orm(df, buildings, ["id", "use_type"])
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+BAD_INPUT = [
+    (lambda: list(Building.objects.all()), {}, TypeError, "must be a django.db.models.QuerySet"),
+    (lambda: Building.objects, {}, TypeError, r"Building.objects.all\(\)"),
+    (
+        lambda: Building.objects.all(),
+        {"chunk_size": 0},
+        ValueError,
+        "chunk_size must be at least 1",
+    ),
+    (lambda: Building.objects.all(), {"chunk_size": -5}, ValueError, "got -5"),
+    (lambda: Building.objects.all(), {"chunk_size": 2.5}, TypeError, "chunk_size must be an int"),
+    (lambda: Building.objects.all(), {"chunk_size": True}, TypeError, "chunk_size must be an int"),
+    (lambda: Building.objects.all(), {"fields": "id"}, TypeError, "list or tuple of field names"),
+    (lambda: Building.objects.all(), {"fields": []}, ValueError, "fields is empty"),
+    (lambda: Building.objects.all(), {"fields": ["id", F("id")]}, TypeError, "as str"),
+    (lambda: Building.objects.all(), {"fields": ["id", "id"]}, ValueError, "'id' twice"),
+    (
+        lambda: Building.objects.all(),
+        {"fields": ["id", "heigth_m"]},
+        ValueError,
+        r"'heigth_m' for model buildings.Building.*Valid names: .*footprint_m2, height_m",
+    ),
+    (
+        lambda: Building.objects.all(),
+        {"fields": ["zip__nope"]},
+        ValueError,
+        r"'zip__nope' for model buildings.Building.*through zip",
+    ),
+    (lambda: Building.objects.all(), {"geometry": "wkt"}, ValueError, "'wkt' but is expected"),
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("func", [iter_frames, read_frame])
+@pytest.mark.parametrize(("make", "kwargs", "error", "match"), BAD_INPUT)
+def test_bad_input_is_rejected_before_any_query(
+    func, make, kwargs, error, match, django_assert_num_queries
+):
+    queryset = make()
+    with django_assert_num_queries(0), pytest.raises(error, match=match):
+        func(queryset, **kwargs)  # iter_frames raises at the call, not at the first next()
+
+
+@pytest.mark.django_db
+def test_read_frame_index(buildings):
+    df = read_frame(buildings, ["id", "height_m"], index="id")
+    assert df.index.name == "id" and df.index.tolist() == list(
+        buildings.values_list("id", flat=True)
+    )
+
+    with pytest.raises(ValueError, match="index 'pk' is not one of the selected columns"):
+        read_frame(buildings, ["id", "height_m"], index="pk")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("fields", "geometry_field", "match"),
+    [
+        (["id", "use_type"], None, "no geometry column among"),
+        (["id", "boundary"], "id", "'id' is not a selected geometry column"),
+    ],
+)
+def test_read_geodataframe_bad_geometry_field(buildings, fields, geometry_field, match):
+    pytest.importorskip("geopandas")
+    with pytest.raises(ValueError, match=match):
+        read_geodataframe(buildings, fields, geometry_field=geometry_field)
+
+
+@pytest.mark.django_db
+def test_progress_bar_counts_rows(buildings, capsys):
+    n = sum(len(c) for c in iter_frames(buildings, ["id"], chunk_size=100, progress=True))
+
+    assert n == N_BUILDINGS
+    assert f"{N_BUILDINGS}/{N_BUILDINGS}" in capsys.readouterr().err
+
+
+# --- memory ----------------------------------------------------------------------------------
+
+MEMORY_ROWS = 200_000
+MEMORY_CHUNK = 20_000
+
+
+def _insert_many(n: int) -> None:
+    """Insert n buildings in one SQL statement (far faster than bulk_create)."""
+    with connection.cursor() as cursor:
+        if IS_POSTGIS:
+            cursor.execute(
+                "INSERT INTO buildings_building "
+                "(boundary, footprint_m2, height_m, year_built, use_type, source_id) "
+                "SELECT ST_MakeEnvelope(i * 1e-5, 0, i * 1e-5 + 1e-5, 1e-5, 4326), i * 0.5, "
+                "CASE WHEN i % 4 = 0 THEN NULL ELSE i % 50 END, 1900 + i % 120, "
+                "'residential', 'M' || i FROM generate_series(1, %s) AS i",
+                [n],
+            )
+        else:
+            # R*Tree upkeep makes the insert ~8x slower; the test's transaction rolls this back.
+            cursor.execute("SELECT DisableSpatialIndex('buildings_building', 'boundary')")
+            cursor.execute(
+                "INSERT INTO buildings_building "
+                "(boundary, footprint_m2, height_m, year_built, use_type, source_id) "
+                "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %s) "
+                "SELECT BuildMbr(i * 1e-5, 0, i * 1e-5 + 1e-5, 1e-5, 4326), i * 0.5, "
+                "CASE WHEN i % 4 = 0 THEN NULL ELSE i % 50 END, 1900 + i % 120, "
+                "'residential', 'M' || i FROM seq",
+                [n],
+            )
+
+
+def _traced_peak(func) -> tuple[int, object]:
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        result = func()
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    return peak, result
+
+
+@pytest.mark.django_db
+def test_iterating_keeps_peak_near_one_chunk(db):
+    _insert_many(MEMORY_ROWS)
+    qs = Building.objects.order_by("id")
+    fields = ["id", "footprint_m2", "height_m", "year_built", "use_type", "source_id"]
+
+    def one_chunk():
+        return len(next(iter_frames(qs, fields, chunk_size=MEMORY_CHUNK)))
+
+    def all_chunks():
+        return sum(len(c) for c in iter_frames(qs, fields, chunk_size=MEMORY_CHUNK))
+
+    def whole():
+        return len(read_frame(qs, fields, chunk_size=MEMORY_CHUNK))
+
+    one_peak, n_one = _traced_peak(one_chunk)
+    all_peak, n_all = _traced_peak(all_chunks)
+    whole_peak, n_whole = _traced_peak(whole)
+
+    assert (n_one, n_all, n_whole) == (MEMORY_CHUNK, MEMORY_ROWS, MEMORY_ROWS)
+    # Ten chunks cost about what one does (the consumer holds one frame while the next is
+    # built, hence the margin), and far less than the whole result held at once.
+    assert all_peak < 2.5 * one_peak, (all_peak, one_peak)
+    assert all_peak < whole_peak / 3, (all_peak, whole_peak)

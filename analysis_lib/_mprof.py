@@ -15,7 +15,11 @@ What we rely on from memory-profiler 0.61:
 
   With ``--include-children`` each ``MEM`` sample is the process *plus* its
   children. A ``FUNC`` record holds the memory at entry and exit of the call,
-  not the peak inside it.
+  not the peak inside it. Records are not in time order: the profiled program
+  appends its ``FUNC`` lines when it exits, while mprof flushes its own buffer
+  every 50 samples. mprof samples once more after the program ends; psutil
+  reads a finished, not yet reaped process as 0 MiB, so samples of exactly 0
+  are dropped.
 
 We do not use ``mprof plot`` nor ``mprof.read_mprofile_file`` (which ignores
 unknown lines and returns a loose dict): :func:`read_mprof` parses strictly.
@@ -58,7 +62,8 @@ class MprofProfile:
         Unix time of the first sample.
     samples : pandas.DataFrame
         ``time_s, mem_mib``: one row per ``MEM`` line (the process, plus its
-        children when recorded with ``--include-children``).
+        children when recorded with ``--include-children``), except readings of
+        exactly 0 (a process that has ended).
     children : pandas.DataFrame
         ``pid, time_s, mem_mib``: one row per ``CHLD`` line (``--multiprocess``).
     functions : pandas.DataFrame
@@ -216,15 +221,20 @@ def read_mprof(path: str | os.PathLike[str]) -> MprofProfile:
                 if len(fields) != 2:
                     raise _fail(path, lineno, f"MEM needs '<MiB> <unix time>', got {rest!r}")
                 mib, t = _numbers(path, lineno, tag, fields, "<MiB> <unix time>")
+                if mib == 0:
+                    # psutil reads 0 for a process that has exited but is not reaped yet (a
+                    # zombie): mprof's last sample after the program ends. Not a measurement.
+                    continue
                 mem.append((t, _memory(path, lineno, tag, mib)))
             elif tag == "CHLD":
                 if len(fields) != 3 or not fields[0].isdigit():
                     raise _fail(path, lineno, f"CHLD needs '<pid> <MiB> <unix time>', got {rest!r}")
                 mib, t = _numbers(path, lineno, tag, fields[1:], "<pid> <MiB> <unix time>")
                 pid = int(fields[0])
-                if pid == 0:
+                if pid == 0 or mib == 0:
                     # memory_profiler writes "CHLD 0 0.0 <t>" when the children vanished while
-                    # it listed them (psutil.NoSuchProcess): no child was measured.
+                    # it listed them (psutil.NoSuchProcess), and a child that has exited but
+                    # is not reaped yet (a zombie) reads 0: neither is a measurement.
                     continue
                 children.append((pid, t, _memory(path, lineno, tag, mib)))
             elif tag == "FUNC":
@@ -493,7 +503,8 @@ def plot_mprof(
     Returns
     -------
     matplotlib.axes.Axes
-        The axes; ``ax.figure.savefig(...)`` writes the picture.
+        The axes; ``ax.figure.savefig(path, bbox_inches="tight")`` writes the
+        picture (the legend sits below the axes).
 
     Raises
     ------
@@ -521,8 +532,8 @@ def plot_mprof(
     elif isinstance(labels, str) or len(labels) != len(loaded):
         raise ValueError(f"`labels` must be a sequence of {len(loaded)} strings, got {labels!r}")
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4))
-    for profile, label in zip(loaded, labels, strict=True):
+        _, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for index, (profile, label) in enumerate(zip(loaded, labels, strict=True)):
         (line,) = ax.plot(
             profile.samples["time_s"], profile.samples["mem_mib"], linewidth=1.5, label=label
         )
@@ -531,10 +542,10 @@ def plot_mprof(
             for call in profile.functions.itertuples(index=False):
                 ax.axvspan(call.start_s, call.end_s, color=colour, alpha=0.12, linewidth=0)
                 ax.annotate(
-                    f"{call.name.rsplit('.', 1)[-1]} {call.duration_s:.2f} s",
+                    f"{call.name.rsplit('.', 1)[-1]}() {call.duration_s:.2f} s",
                     xy=(call.start_s, 1.0),
                     xycoords=("data", "axes fraction"),
-                    xytext=(2, -12),
+                    xytext=(2, -12 - 11 * index),  # one text row per profile
                     textcoords="offset points",
                     fontsize=8,
                     color=colour,
@@ -553,5 +564,6 @@ def plot_mprof(
     ax.set_ylabel("memory (MiB)")
     ax.set_title("Memory over time (mprof)")
     ax.set_ylim(bottom=0)
-    ax.legend(loc="lower right")
+    # below the axes, where it cannot hide a line or a bracket's label
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     return ax

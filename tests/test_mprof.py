@@ -51,6 +51,15 @@ VALID = [
         {"samples": 2, "children": [(4242, 0.01, 60.0), (4243, 0.01, 10.0), (4242, 0.11, 70.0)]},
         id="child-samples",
     ),
+    pytest.param(
+        "MEM 20.0 10.0\n"
+        "CHLD 77 5.0 10.0\n"
+        "MEM 25.0 10.5\n"
+        "CHLD 77 0.000000 10.5\n"  # the child ended (a zombie reads 0): dropped
+        "MEM 0.000000 11.0\n",  # mprof's sample after the program ended: dropped
+        {"samples": 2, "duration": 0.5, "children": [(77, 0.0, 5.0)]},
+        id="readings-of-ended-processes",
+    ),
 ]
 
 
@@ -120,6 +129,7 @@ def test_read_mprof_frames_have_stable_columns_and_types(tmp_path):
 INVALID = [
     ("", 1, "empty file"),
     ("CMDLINE python x.py\n", 1, "no MEM samples in 1 line"),
+    ("CMDLINE python x.py\nMEM 0.000000 5.0\n", 2, "no MEM samples in 2 line"),
     ("MEM 1.0\n", 1, "MEM needs '<MiB> <unix time>', got '1.0'"),
     ("MEM 1.0 2.0 3.0\n", 1, "MEM needs '<MiB> <unix time>'"),
     ("MEM 5 100\nMEM a b\n", 2, "MEM needs numbers '<MiB> <unix time>', got 'a b'"),

@@ -189,7 +189,9 @@ class MemoryLog:
 
     :func:`default_log` returns the process-wide session log used by the
     ``%%memtrack`` cell magic, :func:`memory_step` and :func:`profile_memory`
-    when they are not given a log. Appending is thread-safe.
+    when they are not given a log. Appending is thread-safe. The log stores
+    results without their ``value``, so it never keeps a function's return
+    value alive.
 
     Parameters
     ----------
@@ -211,7 +213,7 @@ class MemoryLog:
             self.append(result)
 
     def append(self, result: MemoryResult) -> None:
-        """Add one result.
+        """Add one result (without its ``value``).
 
         Parameters
         ----------
@@ -232,6 +234,9 @@ class MemoryLog:
         """
         if not isinstance(result, MemoryResult):
             raise TypeError(f"MemoryLog holds MemoryResult objects, got {type(result).__name__}")
+        if result.value is not None:
+            # keep the numbers, not the return value: a log must not hold data alive
+            result = dataclasses.replace(result, value=None)
         with self._lock:
             self._results.append(result)
 

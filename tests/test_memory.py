@@ -210,6 +210,26 @@ def test_profile_memory_bare_and_with_options():
     assert default_log()[-1].label.endswith("double")
 
 
+def test_logs_do_not_keep_return_values_alive():
+    import weakref
+
+    class Payload:
+        pass
+
+    log = MemoryLog()
+
+    @profile_memory(log=log)
+    def make():
+        return Payload()
+
+    payload = make()
+    ref = weakref.ref(payload)
+    measure(lambda obj: obj, payload, log=log)
+    del payload
+    assert ref() is None, "a MemoryLog kept a return value alive"
+    assert [r.value for r in log] == [None, None]
+
+
 def test_memory_log_frame_plot_and_type_check():
     log = MemoryLog()
     assert log.to_frame().empty

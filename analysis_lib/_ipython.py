@@ -69,6 +69,9 @@ class MemtrackMagics(Magics):
 def load_ipython_extension(ipython: Any) -> None:
     """Load memory-profiler's ``%memit``/``%mprun`` and register ``%%memtrack``.
 
+    Where memory-profiler's magics cannot load because ``distutils`` is missing
+    (Python 3.12 without setuptools), it warns and registers ``%%memtrack`` alone.
+
     Parameters
     ----------
     ipython : IPython.core.interactiveshell.InteractiveShell
@@ -88,8 +91,18 @@ def load_ipython_extension(ipython: Any) -> None:
         %%memtrack build a list
         numbers = list(range(10**6))
     """
-    with warnings.catch_warnings():
-        # memory_profiler's magics import distutils (deprecated in 3.10, removed in 3.12)
-        warnings.filterwarnings("ignore", message=".*distutils", category=DeprecationWarning)
-        ipython.extension_manager.load_extension("memory_profiler")
+    try:
+        with warnings.catch_warnings():
+            # memory_profiler's magics import distutils (deprecated in 3.10, removed in 3.12)
+            warnings.filterwarnings("ignore", message=".*distutils", category=DeprecationWarning)
+            ipython.extension_manager.load_extension("memory_profiler")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("distutils"):
+            raise
+        warnings.warn(
+            "memory-profiler's %memit and %mprun need distutils, which this Python lacks "
+            "(removed in 3.12; setuptools can provide it): only %%memtrack is available",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     ipython.register_magics(MemtrackMagics)

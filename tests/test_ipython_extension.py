@@ -100,3 +100,35 @@ def test_extension_loads_memory_profiler_magics_and_logs_memtrack(tmp_path):
     assert 40 < keep["retained_mib"] < 70
     assert 40 < free["increment_mib"] < 70
     assert abs(free["retained_mib"]) < 10
+
+
+NO_DISTUTILS = """\
+import sys
+import warnings
+
+sys.modules["distutils"] = None  # as on Python 3.12 without setuptools: import fails
+sys.modules["distutils.version"] = None
+from IPython.core.interactiveshell import InteractiveShell
+
+ip = InteractiveShell.instance()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    ip.run_line_magic("load_ext", "analysis_lib")
+print("WARNINGS", [str(w.message) for w in caught if w.category is RuntimeWarning])
+print("CELL_MAGICS", sorted(ip.magics_manager.magics["cell"]))
+ip.run_cell("%%memtrack still works\\nx = list(range(1000))\\n")
+"""
+
+
+def test_extension_without_distutils_keeps_memtrack(tmp_path):
+    """memory-profiler's magics import distutils (gone in 3.12): %%memtrack must survive that."""
+    driver = tmp_path / "no_distutils.py"
+    driver.write_text(NO_DISTUTILS)
+    out = _run([sys.executable, str(driver)], tmp_path)
+    assert out.returncode == 0, out.stderr
+    warnings_line = next(line for line in out.stdout.splitlines() if line.startswith("WARNINGS"))
+    assert "need distutils" in warnings_line
+    cell_magics = next(line for line in out.stdout.splitlines() if line.startswith("CELL_MAGICS"))
+    assert "'memtrack'" in cell_magics
+    assert "'memit'" not in cell_magics
+    assert "memtrack still works: peak memory: " in out.stdout

@@ -30,6 +30,9 @@ lint: setup
 test: setup lint
 	$(PY) -m pytest -q
 
+test-postgis: setup
+	bash scripts/postgis.sh run -- $(PY) -m pytest -q
+
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .

@@ -8,9 +8,11 @@ The database comes from ``DATABASE_URL`` (parsed by dj-database-url):
 """
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = BASE_DIR / "data"
@@ -40,14 +42,26 @@ ALLOWED_ENGINES = {
     "django.contrib.gis.db.backends.spatialite",
     "django.contrib.gis.db.backends.postgis",
 }
-_db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
-if _db["ENGINE"] not in ALLOWED_ENGINES:
-    from django.core.exceptions import ImproperlyConfigured
-
+_USE = "use spatialite:///path/to/file.sqlite3 or postgis://user@host/dbname."
+# For error messages: the URL with its password (if any) replaced by ***.
+_SHOWN_URL = re.sub(r"^([\w+.-]+://[^:/@]*:)[^@]*@", r"\1***@", DATABASE_URL)
+try:
+    _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
+except ValueError as exc:  # dj-database-url's UnknownSchemeError and ParseError
     raise ImproperlyConfigured(
-        f"DATABASE_URL={DATABASE_URL!r} selects {_db['ENGINE']!r}; this project needs a "
-        "spatial database: use spatialite:///path/to/file.sqlite3 or "
-        "postgis://user@host/dbname."
+        f"DATABASE_URL={_SHOWN_URL!r} is not a database URL this project can read ({exc}); "
+        + _USE
+    ) from None
+if _db["ENGINE"] not in ALLOWED_ENGINES:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={_SHOWN_URL!r} selects {_db['ENGINE']!r}; this project needs a "
+        "spatial database: " + _USE
+    )
+if not _db["NAME"]:
+    raise ImproperlyConfigured(
+        f"DATABASE_URL={_SHOWN_URL!r} gives no database name (a SpatiaLite file needs three "
+        "slashes: spatialite:///relative/path.sqlite3 or spatialite:////absolute/path.sqlite3); "
+        + _USE
     )
 if _db["ENGINE"].endswith("spatialite"):
     Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)

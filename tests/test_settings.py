@@ -116,9 +116,6 @@ def test_non_spatial_or_unsupported_url_is_improperly_configured(database_url, e
     assert "spatialite:///" in last_line and "postgis://" in last_line
 
 
-# Wanted, not yet in project/settings.py: the lead has the diff (postgis helper's report).
-# Remove the xfail markers when it is applied.
-@pytest.mark.xfail(strict=True, reason="settings.py echoes the password in the error message")
 def test_error_message_does_not_echo_the_password():
     out = _read_settings("postgres://user:s3cret@localhost/db")
 
@@ -128,7 +125,6 @@ def test_error_message_does_not_echo_the_password():
     assert "postgres://user:***@localhost/db" in last_line
 
 
-@pytest.mark.xfail(strict=True, reason="settings.py lets dj-database-url's own error through")
 @pytest.mark.parametrize(
     "database_url", ["foo://x", "not a url", "postgis://u@localhost:notaport/db"]
 )
@@ -141,7 +137,6 @@ def test_unparsable_url_is_improperly_configured(database_url):
     assert "spatialite:///" in last_line and "postgis://" in last_line
 
 
-@pytest.mark.xfail(strict=True, reason="settings.py accepts a URL without a database name")
 @pytest.mark.parametrize(
     "database_url", ["spatialite://relative.sqlite3", "postgis://user@localhost/"]
 )

@@ -49,8 +49,7 @@ try:
     _db = dj_database_url.parse(DATABASE_URL, conn_max_age=0)
 except ValueError as exc:  # dj-database-url's UnknownSchemeError and ParseError
     raise ImproperlyConfigured(
-        f"DATABASE_URL={_SHOWN_URL!r} is not a database URL this project can read ({exc}); "
-        + _USE
+        f"DATABASE_URL={_SHOWN_URL!r} is not a database URL this project can read ({exc}); " + _USE
     ) from None
 if _db["ENGINE"] not in ALLOWED_ENGINES:
     raise ImproperlyConfigured(

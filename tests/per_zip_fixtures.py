@@ -205,6 +205,7 @@ def reference_summary(zips, predicate: str = "within"):
         boundary = shapely.orient_polygons(shapely.from_wkb(bytes(z.boundary.wkb)))
         area = geod.geometry_area_perimeter(boundary)[0] / 1e6
         height = frame["height_m"].astype(float)
+        years = frame["year_built"].astype(float)
         row = {
             "n_buildings": n,
             "footprint_total_m2": float(frame["footprint_m2"].sum()),
@@ -212,7 +213,7 @@ def reference_summary(zips, predicate: str = "within"):
             "footprint_median_m2": frame["footprint_m2"].median() if n else np.nan,
             "height_mean_m": height.mean(),
             "height_max_m": height.max(),
-            "year_built_median": frame["year_built"].astype(float).median(),
+            "year_built_median": years.median() if years.notna().any() else np.nan,
         }
         for use in USE_TYPES:
             row[f"share_{use}"] = (frame["use_type"] == use).mean() if n else np.nan

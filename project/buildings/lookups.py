@@ -68,7 +68,10 @@ class IndexedLookupMixin:
         sql, params = super().as_sql(compiler, connection)
         if not getattr(connection.ops, "spatialite", False):
             return sql, params
-        index_table = spatialite_index_table(connection, self.lhs)
+        # Only a plain column has an R*Tree (not, say, a function of one).
+        if not isinstance(self.lhs, Col):
+            return sql, params
+        index_table = spatialite_index_table(connection, self.lhs.target)
         if index_table is None:
             return sql, params
         rhs_sql, rhs_params = self.process_rhs(compiler, connection)
@@ -118,17 +121,16 @@ class IndexedLookupMixin:
         return f"SELECT pkid FROM {table} WHERE {where}", params  # noqa: S608
 
 
-def spatialite_index_table(connection, lhs) -> str | None:
-    """Name of the enabled SpatiaLite R*Tree for a lookup's left-hand column, or None.
+def spatialite_index_table(connection, field) -> str | None:
+    """Name of the enabled SpatiaLite R*Tree of a geometry field, or None.
 
-    None when the left-hand side is not a plain column (for example a function of one), when the
-    field was declared without ``spatial_index``, or when SpatiaLite does not list the index as
-    enabled for that table and column.
+    None when the field was declared without ``spatial_index``, or when SpatiaLite does not list
+    the index as enabled for that table and column (``geometry_columns.spatial_index_enabled``).
     """
-    if not isinstance(lhs, Col) or not getattr(lhs.target, "spatial_index", False):
+    if not getattr(field, "spatial_index", False):
         return None
-    table = lhs.target.model._meta.db_table
-    column = lhs.target.column
+    table = field.model._meta.db_table
+    column = field.column
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT spatial_index_enabled FROM geometry_columns "

@@ -1,0 +1,171 @@
+"""``manage.py analyze_buildings``: the per-ZIP summary of a state, written to CSV or Parquet."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError
+
+FORMATS = ("csv", "parquet")
+
+
+class Command(BaseCommand):
+    help = (
+        "Summarise the buildings of every ZIP code of a state (count, footprints, heights, years, "
+        "use-type shares, buildings per km²) and write the table to CSV or Parquet; optionally "
+        "draw a choropleth map. Buildings straddling two ZIPs belong to neither with "
+        "--predicate within (GeoDjango's boundary__within); use --predicate centroid to count "
+        "each building once, in the ZIP holding its centroid."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        from analysis_lib._per_zip import PREDICATES, STRATEGIES
+
+        parser.add_argument("--state", required=True, help="Two-letter state code, e.g. MA.")
+        parser.add_argument(
+            "--strategy",
+            choices=STRATEGIES,
+            default="sweep",
+            help="sweep: one streaming pass (default); orm: one indexed query per ZIP; "
+            "database: one SQL statement.",
+        )
+        parser.add_argument(
+            "--predicate",
+            choices=PREDICATES,
+            default="within",
+            help="within: footprint inside the ZIP (default); centroid: centroid inside.",
+        )
+        parser.add_argument(
+            "--out",
+            type=Path,
+            default=None,
+            help="Output file (default: reports/<state>_by_zip.<format>).",
+        )
+        parser.add_argument(
+            "--format",
+            choices=FORMATS,
+            default=None,
+            help="Output format (default: from the --out suffix, else csv).",
+        )
+        parser.add_argument(
+            "--map",
+            type=Path,
+            default=None,
+            help="Also draw a choropleth of buildings per km² by ZIP into this PNG file.",
+        )
+        parser.add_argument(
+            "--chunk-size", type=int, default=50_000, help="Rows per fetch (default 50000)."
+        )
+        parser.add_argument(
+            "--workers", type=int, default=None, help="Threads for the sweep (default 2)."
+        )
+        parser.add_argument(
+            "--no-progress", action="store_true", help="Do not show the progress bar."
+        )
+
+    def handle(self, *args, **options) -> None:
+        from analysis_lib import summarize_by_zip
+
+        state = options["state"].strip().upper()
+        out, fmt = self._output(options["out"], options["format"], state)
+        self._check_database(state)
+        start = time.perf_counter()
+        try:
+            summary = summarize_by_zip(
+                state,
+                strategy=options["strategy"],
+                predicate=options["predicate"],
+                chunk_size=options["chunk_size"],
+                workers=options["workers"],
+                progress=not options["no_progress"] and options["verbosity"] > 0,
+            )
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise CommandError(str(exc)) from exc
+        seconds = time.perf_counter() - start
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if fmt == "csv":
+            summary.to_csv(out)
+        else:
+            summary.to_parquet(out)
+        written = [str(out)]
+        if options["map"] is not None:
+            written.append(str(self._draw_map(summary, state, options["map"])))
+
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        assigned = int(summary["n_buildings"].sum())
+        self.stdout.write(
+            f"{state}: {len(summary)} ZIPs, {assigned:,} buildings assigned "
+            f"({options['predicate']}, {options['strategy']}), {seconds:.1f} s, "
+            f"peak {peak_mib:.0f} MiB -> {', '.join(written)}"
+        )
+
+    def _output(self, out: Path | None, fmt: str | None, state: str) -> tuple[Path, str]:
+        """Resolve the output path and format; refuse a format the suffix contradicts."""
+        if out is None:
+            fmt = fmt or "csv"
+            return Path("reports") / f"{state.lower()}_by_zip.{fmt}", fmt
+        suffix = out.suffix.lower().lstrip(".")
+        if fmt is None:
+            fmt = suffix if suffix in FORMATS else "csv"
+        elif suffix in FORMATS and suffix != fmt:
+            raise CommandError(f"--out {out} has a .{suffix} suffix but --format is {fmt}")
+        if fmt == "parquet":
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError as exc:  # pragma: no cover - pyarrow is a dependency
+                raise CommandError("--format parquet needs pyarrow: pip install pyarrow") from exc
+        return out, fmt
+
+    def _check_database(self, state: str) -> None:
+        """Say clearly what is missing: tables, ZIP codes, the state's ZIPs, buildings."""
+        from project.buildings.models import Building, ZipCode
+
+        try:
+            has_zips = ZipCode.objects.exists()
+            has_buildings = Building.objects.exists()
+        except DatabaseError as exc:
+            raise CommandError(
+                f"cannot read the ZIP code and building tables ({exc}); "
+                "run `python manage.py migrate` first"
+            ) from exc
+        if not has_zips:
+            raise CommandError(
+                "the database has no ZIP codes: generate data with `python manage.py "
+                "generate_massachusetts` or load it with `python manage.py import_geodata`"
+            )
+        if not has_buildings:
+            raise CommandError(
+                "the database has no buildings: generate data with `python manage.py "
+                "generate_massachusetts` or load it with `python manage.py import_geodata`"
+            )
+        if len(state) != 2 or not state.isalpha():
+            raise CommandError(f"--state {state!r}: expected a two-letter state code such as MA")
+        if not ZipCode.objects.filter(state=state).exists():
+            present = sorted(ZipCode.objects.order_by().values_list("state", flat=True).distinct())
+            raise CommandError(
+                f"no ZIP codes for state {state!r} in the database; states present: "
+                f"{', '.join(present)}"
+            )
+
+    def _draw_map(self, summary, state: str, path: Path) -> Path:
+        """Save a choropleth of buildings per km² to ``path`` (PNG)."""
+        import matplotlib
+
+        if "matplotlib.pyplot" not in sys.modules:
+            matplotlib.use("Agg")  # a command draws into files, never on screen
+        import matplotlib.pyplot as plt
+
+        from analysis_lib import plot_choropleth
+
+        ax = plot_choropleth(
+            summary, state, title=f"{state}: buildings per km² by ZIP code (log scale)"
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ax.figure.savefig(path, dpi=150, bbox_inches="tight")
+        plt.close(ax.figure)
+        return path

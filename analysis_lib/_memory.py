@@ -47,6 +47,7 @@ import functools
 import gc
 import math
 import os
+import sys
 import threading
 import time
 import tracemalloc
@@ -451,11 +452,13 @@ def measure(
     Examples
     --------
     >>> import numpy as np
-    >>> r = measure(lambda n: np.ones(n).sum(), 20 * 2**17, label="20 MiB, freed")
-    >>> float(r.value)
-    2621440.0
-    >>> r.increment_mib > 15, abs(r.retained_mib) < 10
+    >>> r = measure(np.ones, 20 * 2**17, label="20 MiB, kept")
+    >>> r.value.nbytes == 20 * 2**20
+    True
+    >>> 15 < r.increment_mib < 30, 15 < r.retained_mib < 30
     (True, True)
+    >>> print(r)  # doctest: +ELLIPSIS
+    20 MiB, kept: peak memory: ... MiB, increment: ... MiB, left behind: ... MiB, ... s
     """
     return _measure(func, args, kwargs, label, interval, log)
 
@@ -567,8 +570,8 @@ def memory_step(
     >>> import numpy as np
     >>> log = MemoryLog()
     >>> with memory_step("ones", log=log) as step:
-    ...     total = np.ones(20 * 2**17).sum()
-    >>> step.result.label, step.result.increment_mib > 10, len(log)
+    ...     kept = np.ones(20 * 2**17)
+    >>> step.result.label, step.result.retained_mib > 15, len(log)
     ('ones', True, 1)
     """
     _check_interval(interval)
@@ -631,7 +634,8 @@ class Tracker(Generic[T]):
     records a baseline row (iteration 0); after each iteration's body it records
     ``iteration, label, rss_mib, heap_current_mib, heap_peak_mib, seconds``
     (``heap_peak_mib`` is the peak *within* that iteration, ``seconds`` its
-    duration). It starts tracemalloc if it is not running and stops it afterwards
+    duration; the heap columns leave out the memory of the recorded rows
+    themselves). It starts tracemalloc if it is not running and stops it afterwards
     only if it started it; it resets tracemalloc's peak at each iteration.
     tracemalloc slows allocation-heavy code down (often 2x or more): this is an
     instrument, not something to leave on.
@@ -669,24 +673,32 @@ class Tracker(Generic[T]):
         self.label = str(label)
         self.progress = bool(progress)
         self.total = total
-        self._rows: list[dict[str, Any]] = []
+        self._rows: list[tuple[float, float, float, float]] = []
+        self._own_bytes = 0
         self._started = False
 
     def __repr__(self) -> str:
         return f"Tracker({self.label!r}, {max(len(self._rows) - 1, 0)} iterations recorded)"
 
-    def _record(self, iteration: int, seconds: float) -> dict[str, Any]:
+    def _record(self, start: float | None, bar: Any = None) -> None:
         current, peak = tracemalloc.get_traced_memory()
-        row = {
-            "iteration": iteration,
-            "label": self.label,
-            "rss_mib": _rss_mib(),
-            "heap_current_mib": current / _MIB,
-            "heap_peak_mib": peak / _MIB,
-            "seconds": seconds,
-        }
+        seconds = 0.0 if start is None else time.perf_counter() - start
+        own = self._own_bytes
+        row = (_rss_mib(), (current - own) / _MIB, (peak - own) / _MIB, seconds)
+        list_size = sys.getsizeof(self._rows)
         self._rows.append(row)
-        return row
+        # The recorded rows live on the traced heap too: subtract what they hold (the
+        # tuple, its floats, the list's growth), or a long loop with an empty body
+        # "grows". A row's iteration is its position: no int is kept per row.
+        self._own_bytes = (
+            own
+            + sys.getsizeof(row)
+            + sum(sys.getsizeof(value) for value in row)
+            + sys.getsizeof(self._rows)
+            - list_size
+        )
+        if bar is not None:
+            bar.set_postfix(rss=f"{row[0]:.0f}MiB", heap=f"{row[1]:.1f}MiB", refresh=False)
 
     def __iter__(self) -> Iterator[T]:
         if self._started:
@@ -704,29 +716,21 @@ class Tracker(Generic[T]):
 
             bar = tqdm(self._iterable, total=self.total, desc=self.label)
             items = bar
-        iteration = 0
-        recorded = 0
+        start = None
         try:
             tracemalloc.reset_peak()
-            self._record(0, 0.0)
+            self._record(None)
             for item in items:
-                iteration += 1
                 tracemalloc.reset_peak()
                 start = time.perf_counter()
                 yield item
-                row = self._record(iteration, time.perf_counter() - start)
-                recorded = iteration
-                if bar is not None:
-                    bar.set_postfix(
-                        rss=f"{row['rss_mib']:.0f}MiB",
-                        heap=f"{row['heap_current_mib']:.1f}MiB",
-                        refresh=False,
-                    )
+                self._record(start, bar)
+                start = None
         finally:
             # A `break` in the loop body closes this generator at the `yield`:
             # that iteration ran but is not recorded yet.
-            if iteration > recorded:
-                self._record(iteration, time.perf_counter() - start)
+            if start is not None:
+                self._record(start)
             if started_tracing:
                 tracemalloc.stop()
             if bar is not None:
@@ -743,7 +747,10 @@ class Tracker(Generic[T]):
         """
         import pandas as pd
 
-        return pd.DataFrame(self._rows, columns=_TRACK_COLUMNS)
+        frame = pd.DataFrame(self._rows, columns=_TRACK_COLUMNS[2:])
+        frame.insert(0, "iteration", range(len(frame)))
+        frame.insert(1, "label", self.label)
+        return frame
 
     def heap_trend(self, tail: float = 0.5) -> HeapTrend:
         """Fit a line to the live heap over the last ``tail`` fraction of iterations.
@@ -779,15 +786,15 @@ class Tracker(Generic[T]):
 
         if not (isinstance(tail, int | float) and 0 < tail <= 1):
             raise ValueError(f"`tail` must be in (0, 1], got {tail!r}")
-        rows = [r for r in self._rows if r["iteration"] >= 1]
-        if len(rows) < 3:
+        n = len(self._rows) - 1  # row 0 is the baseline
+        if n < 3:
             raise ValueError(
                 f"Tracker {self.label!r}: need at least 3 recorded iterations to fit a trend, "
-                f"got {len(rows)}"
+                f"got {max(n, 0)}"
             )
-        window = rows[-max(3, math.ceil(len(rows) * tail)) :]
-        x = np.array([r["iteration"] for r in window], dtype=float)
-        y = np.array([r["heap_current_mib"] for r in window], dtype=float)
+        first = n + 1 - max(3, math.ceil(n * tail))
+        x = np.arange(first, n + 1, dtype=float)
+        y = np.array([row[1] for row in self._rows[first:]], dtype=float)
         slope, intercept = np.polyfit(x, y, 1)
         residuals = y - (slope * x + intercept)
         sxx = float(((x - x.mean()) ** 2).sum())

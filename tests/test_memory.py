@@ -305,6 +305,15 @@ def test_track_does_not_call_varying_per_iteration_sizes_a_leak():
     assert not loop.grew()
 
 
+def test_track_does_not_count_its_own_records_as_growth():
+    loop = track(range(5000), label="empty body")
+    for _ in loop:
+        pass
+    trend = loop.heap_trend()
+    assert abs(trend.growth_mib) < 0.05
+    assert not loop.grew()
+
+
 def test_track_starts_and_stops_tracemalloc_only_if_it_started_it():
     assert not tracemalloc.is_tracing()
     loop = track(range(3))

@@ -329,8 +329,12 @@ def _mprof_command() -> list[str]:
 
 
 def _program(target: str | os.PathLike[str] | Sequence[str]) -> list[str]:
-    if isinstance(target, os.PathLike) or (isinstance(target, str) and Path(target).is_file()):
+    if isinstance(target, os.PathLike) or (isinstance(target, str) and target.endswith(".py")):
+        if not Path(target).is_file():
+            raise FileNotFoundError(f"`target` script not found: {os.fspath(target)}")
         return [os.fspath(target)]
+    if isinstance(target, str) and Path(target).is_file():
+        return [target]
     if isinstance(target, str):
         program = shlex.split(target)
     elif isinstance(target, Sequence):
@@ -399,6 +403,8 @@ def run_mprof(
     ------
     ValueError
         If ``interval`` or ``timeout`` is not positive, or ``target`` is empty.
+    FileNotFoundError
+        If ``target`` is a path (or a string ending in ``.py``) that does not exist.
     RuntimeError
         If the program exits with a non-zero status (the message ends with its
         stderr) or if ``timeout`` expires.

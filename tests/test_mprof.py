@@ -309,11 +309,12 @@ def test_run_mprof_timeout_kills_the_program(tmp_path):
 @pytest.mark.parametrize(
     ("target", "kwargs", "error", "match"),
     [
-        ("x.py", {"interval": 0}, ValueError, "`interval` must be a positive number"),
-        ("x.py", {"timeout": 0}, ValueError, "`timeout` must be a positive number"),
+        ("x", {"interval": 0}, ValueError, "`interval` must be a positive number"),
+        ("x", {"timeout": 0}, ValueError, "`timeout` must be a positive number"),
         ("", {}, ValueError, "`target` is empty"),
         ([], {}, ValueError, "`target` is empty"),
         (42, {}, TypeError, "`target` must be a script path, a command string or an argv list"),
+        ("missing.py", {}, FileNotFoundError, "`target` script not found: missing.py"),
     ],
 )
 def test_run_mprof_rejects_bad_arguments(tmp_path, target, kwargs, error, match):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import os
 import re
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
     from django.db.models import QuerySet
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from ._memory import MemoryResult, Tracker
@@ -331,6 +333,143 @@ def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
     return zips if max_zips is None else zips[:max_zips]
 
 
+def pick_detail_zip(summary: pd.DataFrame, zip_code: str | None = None) -> str:
+    """Return the ZIP to look at in detail: the one asked for, or the densest one.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        A per-ZIP table indexed by ZIP code with a ``buildings_per_km2`` column
+        (:func:`~analysis_lib.summarize_by_zip`).
+    zip_code : str or None
+        The ZIP wanted; ``None`` picks the ZIP with the most buildings per km²
+        (the lowest code on a tie), where footprints are easiest to see.
+
+    Returns
+    -------
+    str
+        A ZIP code of ``summary``'s index.
+
+    Raises
+    ------
+    ValueError
+        If ``summary`` is empty or ``zip_code`` is not one of its ZIPs.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({"buildings_per_km2": [3, 9, 9]}, index=["01001", "01002", "01003"])
+    >>> pick_detail_zip(table), pick_detail_zip(table, "01003")
+    ('01002', '01003')
+    """
+    if summary.empty:
+        raise ValueError("the summary has no ZIP codes: nothing to look at in detail")
+    if zip_code is None:
+        density = summary["buildings_per_km2"].sort_index(kind="stable")
+        return str(density.idxmax())
+    zip_code = str(zip_code)
+    if zip_code not in summary.index:
+        first = ", ".join(map(str, summary.index[:5]))
+        raise ValueError(
+            f"detail ZIP {zip_code!r} is not one of the {len(summary)} ZIP codes analysed "
+            f"({first}{', ...' if len(summary) > 5 else ''})"
+        )
+    return zip_code
+
+
+def plot_zip_buildings(
+    zip_code: str,
+    ax: Axes | None = None,
+    *,
+    column: str = "use_type",
+    predicate: Literal["within", "centroid"] = "within",
+    neighbours: bool = True,
+) -> Axes:
+    """Draw one ZIP code's outline and its building footprints, coloured by ``column``.
+
+    The ZIP's buildings are the ones :func:`~analysis_lib.iter_buildings_by_zip`
+    yields for it (the same ``predicate`` as the summary). With
+    ``neighbours=True`` the other buildings whose boxes meet the ZIP's box are
+    drawn in grey, so the ones straddling the border (counted in no ZIP under
+    ``"within"``) show.
+
+    Parameters
+    ----------
+    zip_code : str
+        The ZIP code.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure is made when omitted.
+    column : str
+        Building field that colours the footprints (``"use_type"``, ``"height_m"``, ...).
+    predicate : {"within", "centroid"}
+        Which buildings belong to the ZIP (see :func:`~analysis_lib.summarize_by_zip`).
+    neighbours : bool
+        Also draw the other buildings around, in grey.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes; the title gives the ZIP code and its number of buildings.
+
+    Raises
+    ------
+    ValueError
+        If the ZIP code is not in the database, or ``column`` is not a Building field.
+    ImportError
+        If geopandas is not installed.
+
+    Examples
+    --------
+    >>> ax = plot_zip_buildings("01002")  # doctest: +SKIP
+    >>> ax.figure.savefig("reports/01002.png")  # doctest: +SKIP
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from project.buildings.models import Building, ZipCode
+
+    from ._loaders import read_geodataframe
+    from ._per_zip import iter_buildings_by_zip
+
+    zips = ZipCode.objects.filter(code=zip_code)
+    outline = read_geodataframe(zips, ["code", "boundary"])
+    if outline.empty:
+        raise ValueError(f"ZIP code {zip_code!r} is not in the database")
+    ((_, frame),) = list(
+        iter_buildings_by_zip(zips, fields=["id", column, "boundary"], predicate=predicate)
+    )
+    import geopandas
+
+    inside = geopandas.GeoDataFrame(frame, geometry="boundary", crs=outline.crs)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 8))
+    if neighbours:
+        boundary = zips.values_list("boundary", flat=True)[0]
+        around = read_geodataframe(
+            Building.objects.filter(boundary__bboverlaps_indexed=boundary), ["id", "boundary"]
+        )
+        around = around[~around["id"].isin(inside["id"])]
+        if not around.empty:
+            around.plot(ax=ax, color="0.75", linewidth=0)
+    outline.boundary.plot(ax=ax, color="black", linewidth=1.0)
+    if not inside.empty:
+        inside.plot(
+            ax=ax,
+            column=column,
+            legend=True,
+            linewidth=0,
+            cmap="tab10" if inside[column].dtype.kind not in "iuf" else "viridis",
+        )
+    xmin, ymin, xmax, ymax = outline.total_bounds
+    ax.set_xlim(xmin, xmax)
+    ax.set_ylim(ymin, ymax)
+    ax.set_aspect(1.0 / np.cos(np.radians((ymin + ymax) / 2.0)))
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_title(f"ZIP {zip_code}: {len(inside):,} buildings ({predicate}), by {column}")
+    return ax
+
+
 def naive_zip_lists(zips: QuerySet | str) -> Iterator[tuple[str, list]]:
     """Yield ``(zip_code, list of Building instances)``: the classic loop of ``DESIGN.md``.
 
@@ -424,6 +563,132 @@ def zip_loop(
     return iter_buildings_by_zip(zips, fields=STREAM_FIELDS, chunk_size=chunk_size)
 
 
+def run_zip_loop(
+    approach: Approach, zips: QuerySet | str, *, chunk_size: int = 50_000
+) -> tuple[int, int]:
+    """Walk the ZIPs with one loop, untracked, keeping each ZIP's buildings until the next.
+
+    What ``%memit`` and ``mprof`` measure: the loop as users write it, with no
+    instrument inside (tracemalloc would add its own memory).
+
+    Parameters
+    ----------
+    approach : {"naive", "stream"}
+        Which loop (see :func:`zip_loop`).
+    zips : QuerySet or str
+        ZipCode QuerySet or a state code.
+    chunk_size : int
+        Rows per fetch for ``"stream"``.
+
+    Returns
+    -------
+    tuple of (int, int)
+        The number of ZIPs and of buildings seen.
+
+    Raises
+    ------
+    ValueError
+        As :func:`zip_loop`.
+
+    Examples
+    --------
+    >>> run_zip_loop("stream", select_zips("MA", 3))  # doctest: +SKIP
+    (3, 27)
+    """
+    n_zips = n_buildings = 0
+    for _code, important in zip_loop(approach, zips, chunk_size=chunk_size):
+        n_zips += 1
+        n_buildings += len(important)
+    return n_zips, n_buildings
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopRun:
+    """One per-ZIP loop tracked with :func:`track_zip_loop`.
+
+    Attributes
+    ----------
+    label : str
+        Name of the run (the tracker's label).
+    approach : str
+        ``"naive"`` or ``"stream"``.
+    tracker : Tracker
+        RSS and tracemalloc per ZIP (``tracker.frame``, ``tracker.plot(ax)``).
+    zips : int
+        ZIPs walked.
+    buildings : int
+        Buildings seen in all.
+    seconds : float
+        Wall time of the whole loop, queries included.
+    """
+
+    label: str
+    approach: str
+    tracker: Tracker = dataclasses.field(repr=False)
+    zips: int
+    buildings: int
+    seconds: float
+
+
+def track_zip_loop(
+    approach: Approach,
+    zips: QuerySet | str,
+    *,
+    label: str | None = None,
+    chunk_size: int = 50_000,
+    progress: bool = False,
+) -> LoopRun:
+    """Walk the ZIPs with one loop under :func:`~analysis_lib.track`: RSS and live heap per ZIP.
+
+    The loop body keeps the ZIP's buildings in a variable until the next ZIP
+    replaces them, as the classic loop does, so the tracker's live heap after
+    each ZIP is what that ZIP's buildings hold.
+
+    Parameters
+    ----------
+    approach : {"naive", "stream"}
+        Which loop (see :func:`zip_loop`).
+    zips : QuerySet or str
+        ZipCode QuerySet or a state code.
+    label : str, optional
+        Name of the run; default ``approach``.
+    chunk_size : int
+        Rows per fetch for ``"stream"``.
+    progress : bool
+        Show a tqdm progress bar over the ZIPs.
+
+    Returns
+    -------
+    LoopRun
+        The tracker, the counts and the loop's wall time.
+
+    Raises
+    ------
+    ValueError
+        As :func:`zip_loop`.
+
+    Examples
+    --------
+    >>> run = track_zip_loop("stream", select_zips("MA", 10))  # doctest: +SKIP
+    >>> run.tracker.plot()  # doctest: +SKIP
+    """
+    import time
+
+    from ._memory import track
+
+    label = approach if label is None else str(label)
+    loop = zip_loop(approach, zips, chunk_size=chunk_size)
+    total = zips.count() if progress and not isinstance(zips, str) else None
+    tracker = track(loop, label=label, progress=progress, total=total)
+    n_zips = n_buildings = 0
+    start = time.perf_counter()
+    for _code, important in tracker:
+        n_zips += 1
+        n_buildings += len(important)
+    seconds = time.perf_counter() - start
+    return LoopRun(label, approach, tracker, n_zips, n_buildings, seconds)
+
+
 def mprof_zip_loop(
     approach: Approach,
     state: str,
@@ -436,10 +701,12 @@ def mprof_zip_loop(
 ) -> MprofProfile:
     """Run one loop of :func:`zip_loop` in a fresh Python process under ``mprof run``.
 
-    The process sets Django up, walks the first ``max_zips`` ZIPs of ``state``
-    keeping each ZIP's buildings until the next ZIP (as the classic loop does)
-    and exits; ``mprof`` samples its memory every ``interval`` seconds. The
-    process inherits the environment, so ``DATABASE_URL`` selects the database.
+    The process sets Django up, imports what the notebook imports (pandas,
+    shapely, the loaders) whichever the loop, walks the first ``max_zips`` ZIPs
+    of ``state`` keeping each ZIP's buildings until the next ZIP (as the classic
+    loop does) and exits; ``mprof`` samples its memory every ``interval``
+    seconds. The process inherits the environment, so ``DATABASE_URL`` selects
+    the database.
 
     Parameters
     ----------
@@ -519,12 +786,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from ._django import setup_django
 
     setup_django()
+    # Both loops start from the same imports (those of the notebook), so that their mprof
+    # curves differ by what the loop itself holds, not by which libraries it loaded.
+    import pandas  # noqa: F401
+    import shapely  # noqa: F401
+
+    from . import _loaders, _per_zip  # noqa: F401
+
     start = time.perf_counter()
     zips = select_zips(args.state, args.max_zips)
-    n_zips = n_buildings = 0
-    for _code, important in zip_loop(args.approach, zips, chunk_size=args.chunk_size):
-        n_zips += 1
-        n_buildings += len(important)
+    n_zips, n_buildings = run_zip_loop(args.approach, zips, chunk_size=args.chunk_size)
     print(
         f"{args.approach}: {n_zips} ZIPs, {n_buildings} buildings, "
         f"{time.perf_counter() - start:.1f} s"
@@ -567,42 +838,40 @@ def _memit_numbers(result: Any) -> tuple[float, float]:
 
 
 def memory_comparison(
-    trackers: Mapping[str, Tracker],
+    runs: Sequence[LoopRun],
     memits: Mapping[str, MemoryResult | Any] | None = None,
     profiles: Mapping[str, MprofProfile] | None = None,
-    buildings: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """Put the measurements of several loops side by side, one row per loop.
 
     Parameters
     ----------
-    trackers : mapping of str to Tracker
-        Each loop tracked per ZIP with :func:`~analysis_lib.track` (row 0 is the
-        baseline before the loop).
+    runs : sequence of LoopRun
+        Loops tracked per ZIP with :func:`track_zip_loop`; their labels name the rows.
     memits : mapping of str to MemoryResult or MemitResult, optional
-        Peak and increment of each loop, from :func:`~analysis_lib.measure` or
-        ``%memit -o``.
+        Peak and increment of a loop, by label, from :func:`~analysis_lib.measure`
+        or ``%memit -o``.
     profiles : mapping of str to MprofProfile, optional
-        Each loop's ``mprof`` recording (:func:`mprof_zip_loop`).
-    buildings : mapping of str to int, optional
-        Buildings each loop saw in total.
+        A loop's ``mprof`` recording by label (:func:`mprof_zip_loop`).
 
     Returns
     -------
     pandas.DataFrame
-        Indexed by loop name (``approach``), in the order of ``trackers`` then
-        the other mappings. Columns: ``zips``, ``buildings``, ``seconds`` (loop
-        time from the tracker), ``rss_start_mib``, ``rss_max_mib``,
-        ``rss_end_mib`` (RSS before, highest, after), ``heap_max_mib``,
-        ``heap_end_mib`` (tracemalloc's live heap above its start, highest and
-        at the end), ``heap_grows`` (:meth:`Tracker.grew`, missing under 3
-        ZIPs), ``memit_peak_mib``, ``memit_increment_mib``, ``mprof_peak_mib``,
-        ``mprof_seconds``. A number not measured for a loop is NaN.
+        Indexed by label (``approach``), runs first, then labels found only in
+        ``memits`` or ``profiles``. Columns: ``zips``, ``buildings``,
+        ``seconds`` (the loop's wall time), ``rss_start_mib``, ``rss_max_mib``,
+        ``rss_end_mib`` (RSS before, highest after a ZIP, after), ``heap_max_mib``,
+        ``heap_end_mib`` (tracemalloc's live heap above its start: highest
+        within a ZIP, at the end), ``heap_grows`` (:meth:`Tracker.grew`, missing
+        under 3 ZIPs), ``memit_peak_mib``, ``memit_increment_mib``,
+        ``mprof_peak_mib``, ``mprof_seconds``. A number not measured is missing.
 
     Raises
     ------
     TypeError
         If a value is of the wrong kind.
+    ValueError
+        If two runs share a label or a run recorded nothing.
 
     Examples
     --------
@@ -610,51 +879,53 @@ def memory_comparison(
     >>> loop = track(range(3), label="demo")
     >>> for _ in loop:
     ...     pass
-    >>> int(memory_comparison({"demo": loop}).loc["demo", "zips"])
+    >>> run = LoopRun("demo", "stream", loop, zips=3, buildings=0, seconds=0.1)
+    >>> int(memory_comparison([run]).loc["demo", "zips"])
     3
     """
     import pandas as pd
 
-    from ._memory import Tracker
     from ._mprof import MprofProfile
 
-    names = list(dict.fromkeys([*trackers, *(memits or {}), *(profiles or {}), *(buildings or {})]))
-    rows = {name: dict.fromkeys(_COMPARISON_COLUMNS, math.nan) for name in names}
-    for name, tracker in trackers.items():
-        if not isinstance(tracker, Tracker):
-            raise TypeError(f"trackers[{name!r}] must be a Tracker, got {type(tracker).__name__}")
-        frame = tracker.frame
+    rows: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if not isinstance(run, LoopRun):
+            raise TypeError(f"runs must be LoopRun objects, got {type(run).__name__}")
+        if run.label in rows:
+            raise ValueError(f"two runs are labelled {run.label!r}: labels name the rows")
+        frame = run.tracker.frame
         if frame.empty:
-            raise ValueError(f"trackers[{name!r}] recorded nothing: iterate over it first")
+            raise ValueError(f"run {run.label!r} recorded nothing: its loop never ran")
         heap0 = frame["heap_current_mib"].iloc[0]
-        iterations = len(frame) - 1
-        rows[name].update(
-            zips=iterations,
-            seconds=float(frame["seconds"].sum()),
-            rss_start_mib=float(frame["rss_mib"].iloc[0]),
-            rss_max_mib=float(frame["rss_mib"].max()),
-            rss_end_mib=float(frame["rss_mib"].iloc[-1]),
-            heap_max_mib=float(frame["heap_peak_mib"].max() - heap0),
-            heap_end_mib=float(frame["heap_current_mib"].iloc[-1] - heap0),
-            heap_grows=tracker.grew() if iterations >= 3 else pd.NA,
-        )
+        rows[run.label] = {
+            "zips": run.zips,
+            "buildings": run.buildings,
+            "seconds": run.seconds,
+            "rss_start_mib": float(frame["rss_mib"].iloc[0]),
+            "rss_max_mib": float(frame["rss_mib"].max()),
+            "rss_end_mib": float(frame["rss_mib"].iloc[-1]),
+            "heap_max_mib": float(frame["heap_peak_mib"].max() - heap0),
+            "heap_end_mib": float(frame["heap_current_mib"].iloc[-1] - heap0),
+            "heap_grows": run.tracker.grew() if len(frame) - 1 >= 3 else pd.NA,
+        }
     for name, result in (memits or {}).items():
         peak, increment = _memit_numbers(result)
-        rows[name].update(memit_peak_mib=peak, memit_increment_mib=increment)
+        rows.setdefault(name, {}).update(memit_peak_mib=peak, memit_increment_mib=increment)
     for name, profile in (profiles or {}).items():
         if not isinstance(profile, MprofProfile):
             raise TypeError(
                 f"profiles[{name!r}] must be an MprofProfile, got {type(profile).__name__}"
             )
-        rows[name].update(mprof_peak_mib=profile.peak_mib, mprof_seconds=profile.duration_s)
-    for name, count in (buildings or {}).items():
-        rows[name]["buildings"] = int(count)
-    table = pd.DataFrame.from_dict(rows, orient="index", columns=_COMPARISON_COLUMNS)
+        rows.setdefault(name, {}).update(
+            mprof_peak_mib=profile.peak_mib, mprof_seconds=profile.duration_s
+        )
+    table = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=_COMPARISON_COLUMNS)
     table.index.name = "approach"
-    table["zips"] = table["zips"].astype("Int64")
-    table["buildings"] = table["buildings"].astype("Int64")
-    table["heap_grows"] = table["heap_grows"].astype("boolean")
-    return table
+    float_columns = [c for c in _COMPARISON_COLUMNS if c not in ("zips", "buildings", "heap_grows")]
+    return table.astype(
+        {"zips": "Int64", "buildings": "Int64", "heap_grows": "boolean"}
+        | dict.fromkeys(float_columns, "float64")
+    )
 
 
 def _num(table: pd.DataFrame, name: str, column: str) -> float:
@@ -771,7 +1042,9 @@ def closing_summary(comparison: pd.DataFrame, baseline: str, candidate: str) -> 
         import pandas as pd
 
         grows = table.at[baseline, "heap_grows"]
-        if pd.isna(grows):
+        if rise < 1.0:
+            verdict = "RSS hardly moved, so there is nothing to explain"
+        elif pd.isna(grows):
             verdict = "too few ZIPs were tracked to tell a leak from allocator behaviour"
         elif bool(grows):
             verdict = "the live heap keeps growing too: that is a real leak"

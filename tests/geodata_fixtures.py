@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +60,21 @@ def ogr2ogr(*args: str) -> None:
 
 
 def convert(src: Path, fmt: str, layer: str | None = None) -> Path:
-    """``src`` GeoJSON rewritten as ``fmt`` ("geojson", "shapefile" or "gpkg")."""
+    """``src`` GeoJSON rewritten as ``fmt``: "geojson", "shapefile", "zip" (a zipped
+    shapefile, as the Census distributes them) or "gpkg"."""
     if fmt == "geojson":
         return src
     name = layer or src.stem
     if fmt == "shapefile":
         dst = src.with_name(f"{name}.shp")
         ogr2ogr("-f", "ESRI Shapefile", str(dst), str(src), "-nln", name)
+    elif fmt == "zip":
+        shp = convert(src, "shapefile", layer)
+        dst = src.with_name(f"{name}.zip")
+        with zipfile.ZipFile(dst, "w") as archive:
+            for part in sorted(shp.parent.glob(f"{name}.*")):
+                if part.suffix in (".shp", ".shx", ".dbf", ".prj", ".cpg"):
+                    archive.write(part, part.name)
     elif fmt == "gpkg":
         dst = src.with_name(f"{name}.gpkg")
         ogr2ogr("-f", "GPKG", str(dst), str(src), "-nln", name)

@@ -307,7 +307,8 @@ def import_geodata(
     kind : {"zipcodes", "buildings"}
         The table to fill: ``ZipCode`` or ``Building``.
     path : str or os.PathLike
-        The file (GDAL virtual paths such as ``/vsizip/file.zip/x.shp`` work too).
+        The file. A ``.zip`` is read through GDAL's ``/vsizip/`` (add ``--layer``
+        if it holds several layers); other GDAL virtual paths work too.
     layer : str, optional
         The layer to read; required when the file has several.
     mapping : mapping of str to str, optional
@@ -375,12 +376,16 @@ def import_geodata(
             raise GeodataImportError(f"--state {state!r}: expected a two-letter code such as MA")
 
     path = os.fspath(path)
-    if not path.startswith("/vsi") and not os.path.exists(path):
-        raise GeodataImportError(f"{path}: no such file")
+    gdal_path = path
+    if not path.startswith("/vsi"):
+        if not os.path.exists(path):
+            raise GeodataImportError(f"{path}: no such file")
+        if path.lower().endswith(".zip"):  # e.g. a Census TIGER/Line download, as is
+            gdal_path = "/vsizip/" + os.path.abspath(path)
 
     with _gdal_messages() as messages:
         try:
-            source = DataSource(path)
+            source = DataSource(gdal_path)
         except Exception as exc:  # GDALException, or a decoding error in a driver
             raise GeodataImportError(
                 f"{path}: cannot be read as a GeoJSON, Shapefile or GeoPackage file"
@@ -673,6 +678,7 @@ class _LayerReader:
         ) as bar:
             index = 0
             while True:
+                self.messages.recent.clear()  # quote only this feature's GDAL messages
                 try:
                     feature = next(features)
                 except StopIteration:
@@ -861,7 +867,13 @@ class _LayerReader:
 
     def area_m2(self, polygon: GEOSGeometry) -> float:
         """Return the area in square metres, in the equal-area projection EPSG:6933."""
-        return polygon.transform(self.area_transform, clone=True).area
+        from django.contrib.gis.gdal import OGRGeometry
+
+        # Through OGR directly: GEOSGeometry.transform() makes the same OGR
+        # round trip plus a GEOS copy, about three times slower.
+        projected = OGRGeometry(polygon.wkb)
+        projected.transform(self.area_transform)
+        return projected.area
 
 
 def _polygons(geom: GEOSGeometry) -> list[Polygon]:

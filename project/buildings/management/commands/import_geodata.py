@@ -33,7 +33,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kind", choices=KINDS, help="The table to fill.")
-        parser.add_argument("path", help="The file (or a GDAL path such as /vsizip/x.zip).")
+        parser.add_argument(
+            "path", help="The file; a .zip (e.g. a Census download) is read as it is."
+        )
         parser.add_argument("--layer", help="The layer to read, for files with several.")
         parser.add_argument(
             "--map",

@@ -166,6 +166,14 @@ def test_multipart_building_split_or_fail(tmp_path):
     assert "1 features read, 2 rows imported, 0 repaired, 0 skipped, 1 split" in out
 
 
+def test_z_coordinates_are_dropped(tmp_path):
+    ring = [[x, y, 12.5] for x, y in rect(-71.0, 42.0, 0.0001, 0.0001)[0]]
+    path = write_geojson(tmp_path / "z.geojson", [feature(polygon([ring]), BID="z")])
+    run("buildings", str(path))
+    b = Building.objects.get()
+    assert not b.boundary.hasz and b.boundary.geom_type == "Polygon"
+
+
 # ---------------------------------------------------------------- formats and CRS
 
 

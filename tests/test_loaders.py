@@ -323,6 +323,20 @@ def test_cursor_closed_when_consumer_stops_early(buildings):
 
 
 @pytest.mark.django_db
+def test_same_frames_without_pandas_private_transpose(buildings, monkeypatch):
+    """The fallback for a pandas without lib.to_object_array_tuples gives the same frames."""
+    from pandas._libs import lib
+
+    fast = read_frame(buildings, [*PLAIN, "boundary"], chunk_size=100)
+    monkeypatch.delattr(lib, "to_object_array_tuples")
+
+    slow = read_frame(buildings, [*PLAIN, "boundary"], chunk_size=100)
+
+    pd.testing.assert_frame_equal(slow.drop(columns="boundary"), fast.drop(columns="boundary"))
+    assert shapely.equals_exact(slow["boundary"].to_numpy(), fast["boundary"].to_numpy()).all()
+
+
+@pytest.mark.django_db
 def test_no_per_row_django_path(buildings):
     """Rows come straight from the cursor: Django's results_iter (converters) never runs."""
     with mock.patch.object(SQLCompiler, "results_iter", side_effect=AssertionError("per-row")):
@@ -541,7 +555,7 @@ def _insert_many(n: int) -> None:
                 "INSERT INTO buildings_building "
                 "(boundary, footprint_m2, height_m, year_built, use_type, source_id) "
                 "SELECT ST_MakeEnvelope(i * 1e-5, 0, i * 1e-5 + 1e-5, 1e-5, 4326), i * 0.5, "
-                "CASE WHEN i % 4 = 0 THEN NULL ELSE i % 50 END, 1900 + i % 120, "
+                "CASE WHEN i %% 4 = 0 THEN NULL ELSE i %% 50 END, 1900 + i %% 120, "
                 "'residential', 'M' || i FROM generate_series(1, %s) AS i",
                 [n],
             )
@@ -553,7 +567,7 @@ def _insert_many(n: int) -> None:
                 "(boundary, footprint_m2, height_m, year_built, use_type, source_id) "
                 "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < %s) "
                 "SELECT BuildMbr(i * 1e-5, 0, i * 1e-5 + 1e-5, 1e-5, 4326), i * 0.5, "
-                "CASE WHEN i % 4 = 0 THEN NULL ELSE i % 50 END, 1900 + i % 120, "
+                "CASE WHEN i %% 4 = 0 THEN NULL ELSE i %% 50 END, 1900 + i %% 120, "
                 "'residential', 'M' || i FROM seq",
                 [n],
             )

@@ -1,0 +1,339 @@
+"""Benchmark: QuerySet -> pandas, five ways, on the same Building rows, side by side.
+
+    .venv/bin/python benchmarks/bench_loaders.py                 # 1,000,000 rows, 3 repetitions
+    .venv/bin/python benchmarks/bench_loaders.py --rows 200000 --repeat 1   # quick look
+
+Every measurement runs in a fresh subprocess that imports the same modules and opens the
+database connection first; then the peak-RSS counter is reset (``/proc/self/clear_refs``) and
+the method runs, so "peak MiB" is the process's peak resident memory above that baseline. The
+methods are interleaved inside each repetition so machine noise hits them alike; the table shows
+the median of the repetitions. Two runs: the plain columns (id, footprint_m2, height_m,
+year_built, use_type), then the same with the ``boundary`` geometry.
+
+Methods:
+
+1. ``instances``: ``list(qs.only(*fields).iterator())``: model instances, the naive way;
+2. ``django-pandas``: ``django_pandas.io.read_frame(qs, fieldnames=fields)`` with its defaults
+   (``verbose=True`` swaps choice values for their labels), and again with ``verbose=False``;
+3. ``pandas.read_sql``: on the very SQL ``read_frame`` runs, on the raw DB-API connection
+   (geometry stays WKB bytes: pandas cannot decode it);
+4. ``raw cursor``: DB-API ``fetchall()`` + ``DataFrame.from_records`` (+ ``shapely.from_wkb`` on
+   the geometry column): the practical limit, with no dtype mapping;
+5. ``read_frame`` and ``iter_frames`` (the consumer counts rows and drops each chunk), and
+   ``iter_frames`` on the first 100,000 rows, for the memory-flatness ratio.
+
+The database is ``DATABASE_URL`` or ``--database-url`` (default: the SpatiaLite file
+``data/loaders.sqlite3``); it is migrated and filled with synthetic buildings (seeded, raw SQL
+inserts) when it holds fewer than ``--rows`` buildings. On PostGIS run it through
+``scripts/postgis.sh run -- .venv/bin/python benchmarks/bench_loaders.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_URL = f"spatialite:///{ROOT / 'data' / 'loaders.sqlite3'}"
+PLAIN_FIELDS = ["id", "footprint_m2", "height_m", "year_built", "use_type"]
+GEOMETRY_FIELDS = [*PLAIN_FIELDS, "boundary"]
+SMALL_ROWS = 100_000
+METHODS = [
+    "instances",
+    "django-pandas",
+    "django-pandas verbose=False",
+    "pandas.read_sql",
+    "raw cursor",
+    "read_frame",
+    "iter_frames",
+    "iter_frames 100k",
+]
+
+
+# ---------------------------------------------------------------------------
+# Child: one method, one measurement
+# ---------------------------------------------------------------------------
+
+
+def _rss_kib(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
+    # Load shapely/pyproj before the database connection (see the loaders' tests).
+    import pyproj  # noqa: F401
+    import shapely
+
+    sys.path.insert(0, str(ROOT))
+    from analysis_lib import setup_django
+
+    setup_django()
+    import warnings
+
+    import pandas as pd
+    from django.db import connection
+    from django_pandas.io import read_frame as dp_read_frame
+
+    from analysis_lib import iter_frames, read_frame
+    from analysis_lib._loaders import _make_plan
+    from project.buildings.models import Building
+
+    limit = SMALL_ROWS if method == "iter_frames 100k" else rows
+    qs = Building.objects.order_by("id")[:limit]
+    plan = _make_plan(qs, fields, "wkb")  # the SQL read_frame runs (geometry as AsWKB)
+    names = [c.name for c in plan.columns]
+    connection.ensure_connection()
+    raw = connection.connection
+    sql = plan.sql.replace("%s", "?") if connection.vendor == "sqlite" else plan.sql
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM buildings_building")
+
+    def run():
+        if method == "instances":
+            return len(list(qs.only(*fields).iterator()))
+        if method == "django-pandas":  # its defaults: choices replaced by their labels
+            return len(dp_read_frame(qs, fieldnames=fields))
+        if method == "django-pandas verbose=False":  # raw values, as read_frame gives
+            return len(dp_read_frame(qs, fieldnames=fields, verbose=False))
+        if method == "pandas.read_sql":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # psycopg is not SQLAlchemy
+                return len(pd.read_sql(sql, raw, params=plan.params or None))
+        if method == "raw cursor":
+            cur = raw.cursor()
+            cur.execute(sql, plan.params)
+            df = pd.DataFrame.from_records(cur.fetchall(), columns=names)
+            cur.close()
+            if "boundary" in df:
+                df["boundary"] = shapely.from_wkb(df["boundary"].to_numpy())
+            return len(df)
+        if method == "read_frame":
+            return len(read_frame(qs, fields, chunk_size=chunk_size))
+        if method.startswith("iter_frames"):
+            n = 0
+            for chunk in iter_frames(qs, fields, chunk_size=chunk_size):
+                n += len(chunk)
+            return n
+        raise ValueError(f"unknown method {method!r}")
+
+    if Path("/proc/self/clear_refs").exists():
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset VmHWM (peak RSS) to the current RSS
+    base = _rss_kib("VmRSS")
+    t0 = time.perf_counter()
+    n = run()
+    seconds = time.perf_counter() - t0
+    peak = _rss_kib("VmHWM")
+    return {"method": method, "rows": n, "seconds": seconds, "peak_mib": (peak - base) / 1024}
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def _fill(rows: int, seed: int) -> None:
+    """Make sure the database holds at least ``rows`` synthetic buildings."""
+    sys.path.insert(0, str(ROOT))
+    from analysis_lib import setup_django
+
+    setup_django()
+    import numpy as np
+    import shapely
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    from project.buildings.models import Building, ZipCode
+
+    call_command("migrate", verbosity=0)
+    have = Building.objects.count()
+    if have >= rows:
+        print(f"[bench] {have:,} buildings in {connection.settings_dict['NAME']}", flush=True)
+        return
+    print(f"[bench] filling {rows - have:,} synthetic buildings ...", flush=True)
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    spatialite = connection.vendor == "sqlite"
+    from_wkb = "GeomFromWKB" if spatialite else "ST_GeomFromWKB"
+    uses = np.array(["residential", "commercial", "industrial", "institutional", "other"])
+    with transaction.atomic(), connection.cursor() as cursor:
+        if spatialite:  # the R*Tree is rebuilt once at the end: ~8x faster than row by row
+            cursor.execute("SELECT DisableSpatialIndex('buildings_building', 'boundary')")
+            cursor.execute('DROP TABLE IF EXISTS "idx_buildings_building_boundary"')
+        if not ZipCode.objects.exists():
+            zips = []
+            for i in range(100):  # a 10 x 10 grid over Massachusetts' bounding box
+                x0, y0 = -73.5 + (i % 10) * 0.35, 41.2 + (i // 10) * 0.17
+                box = shapely.MultiPolygon([shapely.box(x0, y0, x0 + 0.35, y0 + 0.17)])
+                zips.append((f"{1000 + i:05d}", shapely.to_wkb(box, output_dimension=2)))
+            cursor.executemany(
+                "INSERT INTO buildings_zipcode (code, state, city, county, boundary) "
+                f"VALUES (%s, 'MA', '', '', {from_wkb}(%s, 4326))",
+                zips,
+            )
+        zip_ids = np.array(sorted(ZipCode.objects.values_list("id", flat=True)))
+        batch = 100_000
+        for start in range(have, rows, batch):
+            n = min(batch, rows - start)
+            x, y = rng.uniform(-73.5, -70.0, n), rng.uniform(41.2, 42.9, n)
+            w = rng.uniform(5e-5, 3e-4, n)
+            wkb = shapely.to_wkb(shapely.box(x, y, x + w, y + 0.8 * w), output_dimension=2)
+            area = w * w * 0.8 * 6e9
+            height = np.where(rng.random(n) < 0.2, np.nan, rng.uniform(3, 40, n))
+            year = np.where(rng.random(n) < 0.3, -1, rng.integers(1700, 2024, n))
+            use = uses[rng.integers(0, len(uses), n)]
+            cell = np.clip(((x + 73.5) / 0.35).astype(int), 0, 9) + 10 * np.clip(
+                ((y - 41.2) / 0.17).astype(int), 0, 9
+            )
+            zip_id = np.where(rng.random(n) < 0.05, -1, zip_ids[cell % len(zip_ids)])
+            values = [
+                (
+                    wkb[i],
+                    float(area[i]),
+                    None if np.isnan(height[i]) else float(height[i]),
+                    None if year[i] < 0 else int(year[i]),
+                    str(use[i]),
+                    f"B{start + i}",
+                    None if zip_id[i] < 0 else int(zip_id[i]),
+                )
+                for i in range(n)
+            ]
+            cursor.executemany(
+                "INSERT INTO buildings_building (boundary, footprint_m2, height_m, year_built, "
+                f"use_type, source_id, zip_id) VALUES ({from_wkb}(%s, 4326), %s, %s, %s, %s, "
+                "%s, %s)",
+                values,
+            )
+            print(f"[bench]   {start + n:,} rows, {time.perf_counter() - t0:.0f} s", flush=True)
+        if spatialite:
+            cursor.execute("SELECT CreateSpatialIndex('buildings_building', 'boundary')")
+    if not spatialite:
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE buildings_building")
+    print(f"[bench] filled in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+# ---------------------------------------------------------------------------
+# Parent: run everything, print the table
+# ---------------------------------------------------------------------------
+
+
+def _measure(method: str, fields: list[str], args: argparse.Namespace, env: dict) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        method,
+        "--fields",
+        ",".join(fields),
+        "--rows",
+        str(args.rows),
+        "--chunk-size",
+        str(args.chunk_size),
+    ]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise SystemExit(f"[bench] {method} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _table(label: str, results: dict[str, list[dict]], rows: int) -> tuple[str, dict]:
+    med = {
+        m: {
+            "seconds": statistics.median(r["seconds"] for r in rs),
+            "peak_mib": statistics.median(r["peak_mib"] for r in rs),
+            "rows": rs[0]["rows"],
+        }
+        for m, rs in results.items()
+    }
+    for m in med.values():
+        m["rows_per_s"] = m["rows"] / m["seconds"]
+    dp, raw = med["django-pandas"]["rows_per_s"], med["raw cursor"]["rows_per_s"]
+    lines = [
+        f"{label}: {rows:,} rows, median of {len(next(iter(results.values())))} runs",
+        "",
+        "| method | rows | time (s) | rows/s | peak MiB above baseline "
+        "| speed vs django-pandas | speed vs raw cursor |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, m in med.items():
+        lines.append(
+            f"| {name} | {m['rows']:,} | {m['seconds']:.2f} | {m['rows_per_s']:,.0f} | "
+            f"{m['peak_mib']:.0f} | {m['rows_per_s'] / dp:.2f}x | {m['rows_per_s'] / raw:.2f}x |"
+        )
+    return "\n".join(lines), med
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--chunk-size", type=int, default=50_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL") or DEFAULT_URL)
+    parser.add_argument("--runs", default="plain,geometry", help="plain, geometry or both")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--json", type=Path, help="also write the medians to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--fields", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    os.environ["DATABASE_URL"] = args.database_url
+    if args.child:
+        result = _child(args.child, args.fields.split(","), args.rows, args.chunk_size)
+        print(json.dumps(result))
+        return 0
+
+    _fill(args.rows, args.seed)
+    env = {**os.environ, "DATABASE_URL": args.database_url}
+    methods = args.methods.split(",")
+    runs = {"plain": PLAIN_FIELDS, "geometry": GEOMETRY_FIELDS}
+    report: dict[str, dict] = {}
+    for run in args.runs.split(","):
+        fields = runs[run]
+        results: dict[str, list[dict]] = {m: [] for m in methods}
+        for rep in range(args.repeat):
+            for method in methods:
+                r = _measure(method, fields, args, env)
+                results[method].append(r)
+                print(
+                    f"[bench] {run} #{rep + 1} {method:>17}: {r['rows']:>9,} rows "
+                    f"{r['seconds']:6.2f} s  peak +{r['peak_mib']:6.0f} MiB",
+                    flush=True,
+                )
+        text, med = _table(f"{run} ({', '.join(fields)})", results, args.rows)
+        report[run] = med
+        print("\n" + text + "\n")
+        rf, it = med.get("read_frame"), med.get("iter_frames")
+        small = med.get("iter_frames 100k")
+        if rf and "django-pandas" in med and "raw cursor" in med:
+            print(
+                f"read_frame: {rf['rows_per_s'] / med['django-pandas']['rows_per_s']:.2f}x "
+                f"django-pandas (target >= 3x), "
+                f"{rf['rows_per_s'] / med['raw cursor']['rows_per_s']:.2f}x the raw cursor "
+                "(target >= 0.8x)"
+            )
+        if it and small:
+            print(
+                f"iter_frames peak at {it['rows']:,} rows / at {small['rows']:,} rows: "
+                f"{it['peak_mib']:.0f} / {small['peak_mib']:.0f} MiB = "
+                f"{it['peak_mib'] / small['peak_mib']:.2f} (target <= 1.2)"
+            )
+        print()
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

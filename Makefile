@@ -33,6 +33,9 @@ test: setup lint
 test-postgis: setup
 	bash scripts/postgis.sh run -- $(PY) -m pytest -q
 
+memory-demo: setup
+	$(PY) benchmarks/memory_demo.py
+
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .

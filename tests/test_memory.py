@@ -143,12 +143,14 @@ def test_memory_result_is_frozen_and_prints_like_memit():
 def test_memory_step_sees_a_peak_made_and_freed_inside_one_expression():
     log = MemoryLog()
     with memory_step("sum of ones", log=log) as step:
-        total = _ones(100).sum()
+        # cumsum keeps the 100 MiB of ones alive while it writes another 100 MiB: the
+        # peak lasts long enough for the sampler even on a loaded machine.
+        total = _ones(100).cumsum()[-1]
     assert total == 100 * MIB // 8
     result = step.result
     assert log.results == (result,)
     assert result.label == "sum of ones"
-    assert 80 < result.increment_mib < 130
+    assert 80 < result.increment_mib < 260
     assert abs(result.retained_mib) < 10
 
 

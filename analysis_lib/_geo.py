@@ -59,3 +59,206 @@ def equal_area_km2(geometries: np.ndarray, srid: int = 4326) -> np.ndarray:
 
     projected = shapely.transform(np.asarray(geometries, dtype=object), project)
     return shapely.area(projected) / 1e6
+
+
+def wkb_polygon_bounds(wkb: np.ndarray) -> np.ndarray:
+    """Bounding boxes read straight from WKB bytes, without building GEOS geometries.
+
+    Only little-endian 2D single-ring polygons (the common building footprint) are read, with
+    numpy, one group of equal-length records at a time; any other record (multipolygons, holes,
+    big-endian, Z/M, EWKB with an SRID, empty) gets NaN and is left to GEOS by the caller.
+
+    Parameters
+    ----------
+    wkb : numpy.ndarray
+        Object array of ``bytes``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 4)`` float array of ``xmin, ymin, xmax, ymax``; NaN rows for records not read.
+
+    Examples
+    --------
+    >>> import numpy as np, shapely
+    >>> wkb = np.array([shapely.to_wkb(shapely.box(1, 2, 3, 4), byte_order=1)], dtype=object)
+    >>> wkb_polygon_bounds(wkb).tolist()
+    [[1.0, 2.0, 3.0, 4.0]]
+    """
+    import numpy as np
+
+    n = len(wkb)
+    bounds = np.full((n, 4), np.nan)
+    if n == 0:
+        return bounds
+    lengths = np.fromiter(map(len, wkb), dtype=np.int64, count=n)
+    order = np.argsort(lengths, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(lengths[order]) != 0])
+    # byte order 1 (little-endian), type 3 (Polygon, 2D), one ring, then the point count.
+    header = np.array([1, 3, 0, 0, 0, 1, 0, 0, 0], dtype=np.uint8)
+    for rows in np.split(order, starts[1:]):
+        length = int(lengths[rows[0]])
+        points = (length - 13) // 16
+        if points < 4 or 13 + 16 * points != length:
+            continue
+        records = np.frombuffer(b"".join(wkb[rows]), dtype=np.uint8).reshape(len(rows), length)
+        count = np.frombuffer(np.array([points], dtype="<u4").tobytes(), dtype=np.uint8)
+        ok = (records[:, :9] == header).all(axis=1) & (records[:, 9:13] == count).all(axis=1)
+        if not ok.any():
+            continue
+        coords = np.ascontiguousarray(records[ok, 13:]).view("<f8").reshape(-1, points, 2)
+        bounds[rows[ok]] = np.concatenate([coords.min(axis=1), coords.max(axis=1)], axis=1)
+    return bounds
+
+
+class ZipGrid:
+    """A raster over the ZIPs that says, from a bounding box alone, which ZIP holds most boxes.
+
+    Every cell whose closed square meets a ZIP border (any ring of any ZIP) is marked BORDER,
+    conservatively: the borders are cut into pieces shorter than half a cell and the cells that
+    each piece's box, widened by a millionth of a cell, touches are marked. Every other cell
+    lies entirely in the interior of the ZIPs that hold its centre, found by scanline
+    (even-odd crossings of each row's centre line, half-open in y): one ZIP, none (OUTSIDE) or,
+    if ZIPs overlap, several (SHARED). A box covered by cells that all belong to ZIP *z* lies in
+    *z*'s interior, so the footprint inside it is within *z* and meets no other ZIP, and its
+    centroid is in *z*; a box covered by OUTSIDE cells meets no ZIP. Anything else (BORDER or
+    SHARED cells, boxes wider than two cells, boxes off the grid, NaN boxes) is SLOW: the caller
+    decides it with GEOS.
+
+    Parameters
+    ----------
+    zips : numpy.ndarray
+        Shapely (Multi)Polygons, in the same coordinates as the boxes to classify.
+    target_cells : int
+        About how many cells (int32 each) to use over the ZIPs' extent.
+    """
+
+    BORDER, OUTSIDE, SHARED = -2, -3, -4
+    SLOW = -9  # returned by classify(): decide with GEOS
+    _EPS = 1e-6  # widening, in cells, that absorbs floating-point error in the cell arithmetic
+
+    def __init__(self, zips: np.ndarray, target_cells: int = 2**21) -> None:
+        import numpy as np
+        import shapely
+
+        xmin, ymin, xmax, ymax = shapely.total_bounds(zips)
+        width, height = max(xmax - xmin, 1e-9), max(ymax - ymin, 1e-9)
+        self.cell = float(np.sqrt(width * height / target_cells))
+        self.x0, self.y0 = xmin - self.cell, ymin - self.cell
+        self.nx = int(np.ceil(width / self.cell)) + 3
+        self.ny = int(np.ceil(height / self.cell)) + 3
+        parts, part_zip = shapely.get_parts(zips, return_index=True)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        coords, ring = shapely.get_coordinates(rings, return_index=True)
+        same = ring[1:] == ring[:-1]
+        start, end = coords[:-1][same], coords[1:][same]
+        segment_zip = part_zip[ring_part[ring[:-1][same]]]
+        self.cells = self._scanline(start, end, segment_zip)
+        self._mark_borders(start, end)
+
+    def _scanline(self, start: np.ndarray, end: np.ndarray, segment_zip: np.ndarray) -> np.ndarray:
+        """Which ZIP holds each cell centre (even-odd rule per ZIP), ignoring borders."""
+        import numpy as np
+
+        centre_y = self.y0 + (np.arange(self.ny) + 0.5) * self.cell
+        y_lo, y_hi = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
+        # Rows that might cross each segment (one row of slack each way), checked exactly below.
+        first = np.clip(np.floor((y_lo - self.y0) / self.cell - 0.5).astype(np.int64), 0, self.ny)
+        last = np.clip(np.ceil((y_hi - self.y0) / self.cell - 0.5).astype(np.int64) + 1, 0, self.ny)
+        count = np.maximum(last - first, 0)
+        seg = np.repeat(np.arange(len(start)), count)
+        row = (
+            np.repeat(first, count)
+            + np.arange(len(seg))
+            - np.repeat(np.cumsum(count) - count, count)
+        )
+        y = centre_y[row]
+        hit = (y_lo[seg] <= y) & (y < y_hi[seg])  # half-open: a shared vertex counts once
+        seg, row, y = seg[hit], row[hit], y[hit]
+        a, b = start[seg], end[seg]
+        x = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
+        zip_of = segment_zip[seg]
+        order = np.lexsort((x, row, zip_of))
+        x, row, zip_of = x[order], row[order], zip_of[order]
+        # Each (ZIP, row) has an even number of crossings (closed rings, half-open rule): pair
+        # them into spans inside the ZIP. If that ever failed, answer nothing from the raster.
+        if len(x) % 2 or (row[0::2] != row[1::2]).any() or (zip_of[0::2] != zip_of[1::2]).any():
+            return np.full((self.ny, self.nx), self.SHARED, dtype=np.int32)
+        x_in, x_out, row, zip_of = x[0::2], x[1::2], row[0::2], zip_of[0::2]
+        col_in = np.clip(np.ceil((x_in - self.x0) / self.cell - 0.5).astype(np.int64), 0, self.nx)
+        col_out = np.clip(np.ceil((x_out - self.x0) / self.cell - 0.5).astype(np.int64), 0, self.nx)
+        # Difference arrays along each row: how many ZIPs hold a centre, and the sum of their
+        # indexes (the index itself where exactly one does).
+        depth = np.zeros((self.ny, self.nx + 1), dtype=np.int32)
+        total = np.zeros((self.ny, self.nx + 1), dtype=np.int64)
+        np.add.at(depth, (row, col_in), 1)
+        np.add.at(depth, (row, col_out), -1)
+        np.add.at(total, (row, col_in), zip_of)
+        np.add.at(total, (row, col_out), -zip_of)
+        depth = np.cumsum(depth, axis=1)[:, : self.nx]
+        total = np.cumsum(total, axis=1)[:, : self.nx]
+        cells = np.where(depth == 1, total, self.SHARED).astype(np.int32)
+        cells[depth == 0] = self.OUTSIDE
+        return cells
+
+    def _mark_borders(self, start: np.ndarray, end: np.ndarray) -> None:
+        """Mark every cell that a border segment may touch."""
+        import numpy as np
+
+        # Cut each segment into pieces shorter than half a cell.
+        length = np.abs(end - start).max(axis=1) / self.cell
+        pieces = np.maximum(1, np.ceil(length * 2)).astype(np.int64)
+        seg = np.repeat(np.arange(len(start)), pieces)
+        step = np.arange(len(seg)) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        delta = end[seg] - start[seg]
+        a = start[seg] + delta * (step / pieces[seg])[:, None]
+        b = start[seg] + delta * ((step + 1) / pieces[seg])[:, None]
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        ix0, ix1 = self._index(lo[:, 0], hi[:, 0], self.x0)
+        iy0, iy1 = self._index(lo[:, 1], hi[:, 1], self.y0)
+        for iy in (iy0, iy1):
+            for ix in (ix0, ix1):
+                self.cells[iy, ix] = self.BORDER
+
+    def _index(self, lo: np.ndarray, hi: np.ndarray, origin: float):
+        """Cell index range ``[i0, i1]`` covering ``[lo, hi]`` along one axis, conservatively."""
+        import numpy as np
+
+        i0 = np.floor((lo - origin) / self.cell - self._EPS).astype(np.int64)
+        i1 = np.floor((hi - origin) / self.cell + self._EPS).astype(np.int64)
+        return i0, i1
+
+    def classify(self, bounds: np.ndarray) -> np.ndarray:
+        """Return the ZIP position holding each box, OUTSIDE, or SLOW (decide with GEOS).
+
+        Parameters
+        ----------
+        bounds : numpy.ndarray
+            ``(n, 4)`` boxes ``xmin, ymin, xmax, ymax``; NaN rows are SLOW.
+
+        Returns
+        -------
+        numpy.ndarray
+            One int64 per box.
+        """
+        import numpy as np
+
+        result = np.full(len(bounds), self.SLOW, dtype=np.int64)
+        with np.errstate(invalid="ignore"):
+            ix0, ix1 = self._index(bounds[:, 0], bounds[:, 2], self.x0)
+            iy0, iy1 = self._index(bounds[:, 1], bounds[:, 3], self.y0)
+            usable = np.isfinite(bounds).all(axis=1)
+            usable &= (bounds[:, 2] > bounds[:, 0]) & (bounds[:, 3] > bounds[:, 1])
+        usable &= (ix0 >= 0) & (iy0 >= 0) & (ix1 < self.nx) & (iy1 < self.ny)
+        usable &= (ix1 - ix0 <= 1) & (iy1 - iy0 <= 1)
+        rows = np.flatnonzero(usable)
+        ix0, ix1, iy0, iy1 = ix0[rows], ix1[rows], iy0[rows], iy1[rows]
+        value = self.cells[iy0, ix0]
+        same = (
+            (self.cells[iy0, ix1] == value)
+            & (self.cells[iy1, ix0] == value)
+            & (self.cells[iy1, ix1] == value)
+        )
+        decided = same & ((value >= 0) | (value == self.OUTSIDE))
+        result[rows[decided]] = value[decided]
+        return result

@@ -392,10 +392,12 @@ def _sweep(
     workers: int,
     progress: bool,
 ) -> pd.DataFrame:
-    """One streaming pass over the buildings; chunks assigned in ``workers`` threads."""
+    """One streaming pass over the buildings; chunks matched in ``workers`` threads."""
+    import numpy as np
     import shapely
     from tqdm.auto import tqdm
 
+    from ._geo import ZipGrid, wkb_polygon_bounds
     from ._loaders import iter_frames
 
     n_zips = len(zip_frame)
@@ -413,11 +415,22 @@ def _sweep(
             local.zips = geoms
         return geoms
 
+    grid = ZipGrid(zip_frame["boundary"].to_numpy())
+
     def work(frame: pd.DataFrame) -> _Partials:
-        geoms = shapely.from_wkb(frame["boundary"].to_numpy())
-        zip_idx, building_idx = _assign(geoms, prepared_zips(), predicate)
-        rows = frame.iloc[building_idx]
-        return _Partials.from_rows(n_zips, use_types, zip_idx, rows)
+        wkb = frame["boundary"].to_numpy()
+        zips = prepared_zips()
+        # Most footprints lie well inside one ZIP (or outside all): the grid says which from
+        # their boxes alone; GEOS decides the rest, the footprints near a border.
+        cell = grid.classify(wkb_polygon_bounds(wkb))
+        fast = np.flatnonzero(cell >= 0)
+        slow = np.flatnonzero(cell == ZipGrid.SLOW)
+        zip_idx, building_idx = cell[fast], fast
+        if len(slow):
+            slow_zip, slow_building = _assign(shapely.from_wkb(wkb[slow]), zips, predicate)
+            zip_idx = np.concatenate([zip_idx, slow_zip])
+            building_idx = np.concatenate([building_idx, slow[slow_building]])
+        return _Partials.from_rows(n_zips, use_types, zip_idx, frame.iloc[building_idx])
 
     total = _Partials(n_zips, use_types)
     bar = tqdm(
@@ -431,7 +444,7 @@ def _sweep(
         buildings.order_by(), ["boundary", *_VALUE_FIELDS], chunk_size, geometry="wkb"
     )
     try:
-        if workers == 1:
+        if workers == 0:
             for frame in frames:
                 total.merge(work(frame))
                 bar.update(len(frame))
@@ -445,7 +458,7 @@ def _sweep(
                 for frame in frames:
                     pending.append((pool.submit(work, frame), len(frame)))
                     del frame
-                    while len(pending) > workers - 1:
+                    while len(pending) > workers:
                         future, n_rows = pending.popleft()
                         total.merge(future.result())
                         bar.update(n_rows)
@@ -655,12 +668,18 @@ def summarize_by_zip(
     How (``strategy``; all give the same table on the same data, the tests check it):
 
     ``"sweep"`` (default)
-        One streaming pass over the buildings through :func:`~analysis_lib.iter_frames`, each
-        chunk's footprints matched to the ZIPs with a shapely ``STRtree`` (built over the chunk,
-        queried with the prepared ZIP polygons), partial aggregates merged at the end. Chunks are
-        matched in ``workers`` threads (shapely releases the GIL) while the next one is fetched.
-        Memory: ``workers + 1`` chunks, plus fixed per-ZIP aggregates, plus 8 bytes per assigned
-        building for the exact footprint medians.
+        One streaming pass over the buildings through :func:`~analysis_lib.iter_frames`
+        (geometry as WKB), partial aggregates merged at the end. Each chunk is matched to the
+        ZIPs in two steps: a raster of the ZIPs (about two million cells, those touching a
+        border marked) places every footprint whose bounding box lies in cells of a single
+        ZIP, or of none, from the box alone, read from the WKB with numpy (no GEOS objects);
+        the rest, the footprints near a border (about 7% of the generated Massachusetts), are
+        decoded with ``shapely.from_wkb`` and matched with an ``STRtree`` over the chunk queried
+        with the prepared ZIP polygons (``contains``). Both steps are exact: the raster only
+        answers when the box is inside one ZIP's interior. Chunks are matched in ``workers``
+        background threads while the calling thread fetches the next one (numpy and GEOS
+        release the GIL). Memory: ``workers + 1`` chunks, the raster (8 MB), fixed per-ZIP
+        aggregates, and 8 bytes per assigned building for the exact footprint medians.
     ``"orm"``
         The classic per-ZIP loop, fixed: one query per ZIP with the index-aware lookup
         ``boundary__within_indexed`` (``bboverlaps_indexed`` plus a centroid test for
@@ -686,7 +705,9 @@ def summarize_by_zip(
     chunk_size : int
         Rows per fetch (``sweep``, ``orm``).
     workers : int, optional
-        Threads matching chunks in ``sweep`` (default: 2, or 1 on a one-core machine).
+        Background threads matching chunks in ``sweep`` while the calling thread fetches;
+        0 does everything in the calling thread. Default: one fewer than the CPUs, at least 1
+        and at most 4.
     progress : bool
         Show a tqdm progress bar.
     log : MemoryLog, optional
@@ -724,8 +745,9 @@ def summarize_by_zip(
     _check_choice("predicate", predicate, PREDICATES)
     _check_positive("chunk_size", chunk_size)
     if workers is None:
-        workers = max(1, min(2, os.cpu_count() or 1))
-    _check_positive("workers", workers)
+        workers = max(1, min(4, (os.cpu_count() or 1) - 1))
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"`workers` must be a non-negative integer, got {workers!r}")
     zips_qs = _resolve_zips(zips)
     buildings_qs = _resolve_buildings(buildings)
     with _step("per-ZIP: load ZIPs", log):

@@ -142,7 +142,7 @@ def test_zip_subset_and_building_filter(crafted):
 
 def test_sweep_chunking_and_threads_do_not_change_the_result(crafted):
     base = summarize_by_zip("MA", strategy="orm")
-    for chunk_size, workers in [(37, 1), (37, 2), (1000, 2), (1, 3)]:
+    for chunk_size, workers in [(37, 0), (37, 1), (1000, 2), (1, 3)]:
         result = summarize_by_zip("MA", chunk_size=chunk_size, workers=workers)
         assert_frame_equal(result, base, check_exact=False, rtol=1e-12)
 
@@ -224,7 +224,7 @@ def test_iter_buildings_by_zip_memory_is_bounded_by_one_zip():
         ({"strategy": "fast"}, ValueError, r"`strategy` was 'fast'"),
         ({"predicate": "bbox"}, ValueError, r"`predicate` was 'bbox'"),
         ({"chunk_size": 0}, ValueError, r"`chunk_size` must be a strictly positive"),
-        ({"workers": 0}, ValueError, r"`workers` must be a strictly positive"),
+        ({"workers": -1}, ValueError, r"`workers` must be a non-negative integer"),
         ({"zips": "XX"}, ValueError, r"no ZIP codes for state 'XX' .*\(states present: MA\)"),
         ({"zips": "Massachusetts"}, ValueError, r"two-letter state code"),
         ({"zips": 42}, TypeError, r"`zips` must be a ZipCode QuerySet or a state code"),
@@ -333,3 +333,99 @@ def test_generated_massachusetts(seed, centroid_reference):
         else:
             expected = state["centroid"].loc[summary.index]
             assert_frame_equal(summary, expected, check_exact=False, rtol=1e-12)
+
+
+def _crafted_zip_geometries():
+    """The fixture's ZIPs as shapely geometries (grid, holed MultiPolygon, island), no database."""
+    import shapely
+
+    from tests.per_zip_fixtures import (
+        CELL,
+        DETACHED,
+        GRID_COLUMNS,
+        GRID_ROWS,
+        HOLE,
+        OFF_GRID,
+        cell_bbox,
+    )
+
+    geoms = []
+    for row in range(GRID_ROWS):
+        for column in range(GRID_COLUMNS):
+            x0, y0, x1, y1 = cell_bbox(column, row)
+            if (column, row) == (0, 1):
+                hole = shapely.box(
+                    x0 + HOLE[0] * CELL,
+                    y0 + HOLE[0] * CELL,
+                    x0 + HOLE[1] * CELL,
+                    y0 + HOLE[1] * CELL,
+                )
+                holed = shapely.box(x0, y0, x1, y1).difference(hole)
+                geoms += [shapely.MultiPolygon([holed, shapely.box(*DETACHED)]), hole]
+            else:
+                geoms.append(shapely.box(x0, y0, x1, y1))
+    geoms.append(shapely.box(*OFF_GRID))
+    # A concave ZIP overlapping the grid: its cells are SHARED, never answered from the raster.
+    geoms.append(shapely.Polygon([(-71.24, 42.26), (-71.2, 42.26), (-71.22, 42.28)]))
+    return np.array(geoms, dtype=object)
+
+
+@pytest.mark.parametrize("target_cells", [2**10, 2**16, 2**21])
+def test_zip_grid_answers_only_what_geos_says(target_cells):
+    import shapely
+
+    from analysis_lib._geo import ZipGrid
+
+    zips = _crafted_zip_geometries()
+    grid = ZipGrid(zips, target_cells=target_cells)
+    rng = np.random.default_rng(target_cells)
+    n = 20_000
+    x = rng.uniform(-71.27, -70.66, n)
+    y = rng.uniform(42.23, 42.33, n)
+    half = rng.uniform(0.01, 0.7, (n, 2)) * grid.cell  # most boxes fit in two cells...
+    half[::10] *= 5  # ...some do not
+    bounds = np.column_stack([x - half[:, 0], y - half[:, 1], x + half[:, 0], y + half[:, 1]])
+    # Boxes sharing an edge or a corner with a grid line and a border, exactly.
+    bounds[:50, 0] = -71.23
+    bounds[50:100, 3] = 42.27
+    answer = grid.classify(bounds)
+    boxes = shapely.box(*bounds.T)
+    tree = shapely.STRtree(boxes)
+    zip_idx, box_idx = tree.query(zips, predicate="contains_properly")
+    inside = np.full(n, -1)
+    inside[box_idx] = zip_idx
+    meets = np.bincount(tree.query(zips, predicate="intersects")[1], minlength=n)
+    decided = answer != ZipGrid.SLOW
+    assert decided.mean() > 0.3
+    assert (answer[answer >= 0] == inside[answer >= 0]).all()
+    assert (meets[answer >= 0] == 1).all()  # inside one ZIP's interior, touching no other
+    assert (meets[answer == ZipGrid.OUTSIDE] == 0).all()
+
+
+@pytest.mark.parametrize(
+    ("geometry", "expected"),
+    [
+        ("POLYGON ((0 0, 2 0, 2 1, 0 1, 0 0))", [0, 0, 2, 1]),
+        ("POLYGON ((-71.5 42.1, -71.4 42.1, -71.45 42.3, -71.5 42.1))", [-71.5, 42.1, -71.4, 42.3]),
+        ("POLYGON ((0 0, 9 0, 9 9, 0 9, 0 0), (1 1, 2 1, 2 2, 1 1))", None),  # a hole
+        ("MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)))", None),
+        ("POLYGON Z ((0 0 1, 1 0 1, 1 1 1, 0 0 1))", None),
+        ("POLYGON EMPTY", None),
+        ("POINT (1 2)", None),
+    ],
+)
+def test_wkb_polygon_bounds(geometry, expected):
+    import shapely
+
+    from analysis_lib._geo import wkb_polygon_bounds
+
+    geom = shapely.from_wkt(geometry)
+    little = shapely.to_wkb(geom, byte_order=1)
+    big = shapely.to_wkb(geom, byte_order=0)
+    result = wkb_polygon_bounds(np.array([little, big, little], dtype=object))
+    assert np.isnan(result[1]).all()  # big-endian is left to GEOS
+    if expected is None:
+        assert np.isnan(result).all()
+    else:
+        assert result[0].tolist() == expected and result[2].tolist() == expected
+        assert result[0].tolist() == list(shapely.bounds(geom))

@@ -572,6 +572,11 @@ class _PostGISLoader(_Loader):
             copy.write(prepared)
 
     def finish(self) -> None:
+        if self.indexes:
+            # CREATE INDEX refuses a table with pending (deferred) foreign-key checks: run
+            # them now, then give the deferrable constraints back their initial mode
+            self.cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            self.cur.execute("SET CONSTRAINTS ALL DEFERRED")
         for _, definition in self.indexes:
             self.cur.execute(definition)
         self.cur.execute(f"ANALYZE {self.quote(self.table)}")

@@ -81,6 +81,14 @@ class Command(BaseCommand):
             raise CommandError(f"--seed must be >= 0, got {seed}")
         if batch_size <= 0:
             raise CommandError(f"--batch-size must be > 0, got {batch_size}")
+        # argparse checks these on the command line; call_command() passes options past it
+        if options["method"] not in bulkload.METHODS:
+            raise CommandError(
+                f"--method must be one of {', '.join(bulkload.METHODS)}, got {options['method']!r}"
+            )
+        if options["replace"] and options["if_missing"]:
+            raise CommandError("--replace and --if-missing exclude each other: pass one of them")
+        verbosity = options.get("verbosity", 1)
         using = options.get("database") or DEFAULT_DB_ALIAS
         connection = connections[using]
 
@@ -90,10 +98,11 @@ class Command(BaseCommand):
             n_buildings = Building.objects.using(using).count()
             n_zips = ZipCode.objects.using(using).count()
             if options["if_missing"] and n_buildings:
-                self.stdout.write(
-                    f"generate_massachusetts: the database already holds {n_buildings:,} "
-                    "buildings; nothing to do (--if-missing)."
-                )
+                if verbosity >= 1:
+                    self.stdout.write(
+                        f"generate_massachusetts: the database already holds {n_buildings:,} "
+                        "buildings; nothing to do (--if-missing)."
+                    )
                 return
             if (n_buildings or n_zips) and not options["replace"]:
                 raise CommandError(
@@ -118,7 +127,7 @@ class Command(BaseCommand):
                 total=n,
                 unit=" bldg",
                 unit_scale=True,
-                disable=options["no_progress"],
+                disable=options["no_progress"] or verbosity < 1,
                 desc="buildings",
             ) as bar:
                 stats = bulkload.load_buildings(
@@ -133,6 +142,8 @@ class Command(BaseCommand):
                 for sql in connection.ops.sequence_reset_sql(no_style(), [ZipCode, Building]):
                     cursor.execute(sql)
         seconds = time.perf_counter() - start
+        if verbosity < 1:
+            return
         rate = stats.rows / seconds if seconds > 0 else float("inf")
         self.stdout.write(
             f"generate_massachusetts: {stats.rows:,} buildings in {len(cells)} ZIP codes "

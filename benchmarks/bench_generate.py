@@ -1,0 +1,203 @@
+"""Benchmark ``generate_massachusetts``: the naive per-row insert against the project's path.
+
+Each variant runs in its own child process (so peak RSS is its own) on its own
+database: SpatiaLite files under ``data/bench_generate/`` (copies of one migrated
+template), or, when ``DATABASE_URL`` is a ``postgis://`` URL, that database
+(migrated first, every run with ``--replace``). The variants:
+
+``naive``    executemany of ``GeomFromWKB(?, 4326)`` with every trigger on (the
+             R*Tree is updated row by row): the baseline, on ``--baseline-buildings``
+             rows because it is slow (its rate is per row, so the ratio still holds).
+``rebuild``  SpatiaLite BLOBs built with numpy, triggers off, ``DisableSpatialIndex``
+             before and ``CreateSpatialIndex`` after.
+``packed``   the default: the same BLOB inserts and a bulk-loaded packed R*Tree.
+
+Times cover the whole command (ZIP rows, buildings, spatial index, commit) after a
+warm-up that computes the ZIP cells (a fixed ~1 s, the ``zipcodes`` data load and
+Voronoi). After the timed part each child checks the result: row count, and on
+SpatiaLite ``rtreecheck`` and the number of R*Tree entries. The machine is shared:
+the load average is printed before and after, and ratios are within one run.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_generate.py                      # 500k rows, 100k baseline
+    .venv/bin/python benchmarks/bench_generate.py --buildings 100000 --repeat 3
+    DATABASE_URL=postgis://... .venv/bin/python benchmarks/bench_generate.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKDIR = ROOT / "data" / "bench_generate"
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one variant in this process and print a JSON line."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    import django
+
+    django.setup()
+    import io
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    from project.buildings import synthetic
+    from project.buildings.models import Building
+
+    synthetic.zip_cells()  # warm-up, not timed
+    out = io.StringIO()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    call_command(
+        "generate_massachusetts",
+        buildings=args.buildings,
+        seed=args.seed,
+        method=args.method,
+        batch_size=args.batch_size,
+        replace=True,
+        no_progress=True,
+        stdout=out,
+    )
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    count = Building.objects.count()
+    check = None
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT rtreecheck('idx_buildings_building_boundary'), "
+                "(SELECT count(*) FROM idx_buildings_building_boundary)"
+            )
+            check = list(cursor.fetchone())
+    result = {
+        "method": args.method,
+        "rows": args.buildings,
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "rows_per_s": round(args.buildings / wall),
+        "peak_rss_mb": round(peak_rss_mb),
+        "count_ok": count == args.buildings,
+        "rtree": check,
+        "message": out.getvalue().strip(),
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def manage(url: str, *argv: str) -> None:
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run([sys.executable, "manage.py", *argv], cwd=ROOT, env=env, check=True)
+
+
+def run_variant(url: str, method: str, rows: int, args: argparse.Namespace) -> dict:
+    env = {**os.environ, "DATABASE_URL": url}
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--method",
+        method,
+        "--buildings",
+        str(rows),
+        "--seed",
+        str(args.seed),
+        "--batch-size",
+        str(args.batch_size),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"[bench] {method} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--buildings", type=int, default=500_000)
+    parser.add_argument(
+        "--baseline-buildings",
+        type=int,
+        default=100_000,
+        help="rows for the slow naive baseline (default 100,000)",
+    )
+    parser.add_argument("--methods", default="naive,rebuild,packed")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--batch-size", type=int, default=50_000)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
+    parser.add_argument("--keep", action="store_true", help="keep the SpatiaLite files")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+
+    url = os.environ.get("DATABASE_URL", "")
+    postgis = url.startswith(("postgis://", "postgres://", "postgresql://"))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    print(f"[bench] load average before: {os.getloadavg()}", flush=True)
+    if postgis:
+        print(f"[bench] PostGIS: {url.split('@')[-1]}", flush=True)
+        manage(url, "migrate", "--no-input", "-v", "0")
+    else:
+        WORKDIR.mkdir(parents=True, exist_ok=True)
+        template = WORKDIR / "template.sqlite3"
+        template.unlink(missing_ok=True)
+        manage(f"spatialite:///{template}", "migrate", "--no-input", "-v", "0")
+
+    results: list[dict] = []
+    for method in methods:
+        rows = args.baseline_buildings if method == "naive" else args.buildings
+        best = None
+        for _ in range(args.repeat):
+            if postgis:
+                target = url
+            else:
+                path = WORKDIR / f"{method}.sqlite3"
+                shutil.copyfile(WORKDIR / "template.sqlite3", path)
+                target = f"spatialite:///{path}"
+            result = run_variant(target, method, rows, args)
+            if not postgis:
+                result["file_mb"] = round(path.stat().st_size / 2**20)
+                if not args.keep:
+                    path.unlink()
+            print(f"[bench] {json.dumps(result)}", flush=True)
+            if best is None or result["rows_per_s"] > best["rows_per_s"]:
+                best = result
+        results.append(best)
+    if not postgis and not args.keep:
+        (WORKDIR / "template.sqlite3").unlink(missing_ok=True)
+    print(f"[bench] load average after: {os.getloadavg()}", flush=True)
+
+    base = next((r for r in results if r["method"] == "naive"), None)
+    print()
+    print(
+        f"{'method':<8} {'rows':>10} {'wall s':>8} {'cpu s':>7} {'rows/s':>9} "
+        f"{'vs naive':>9} {'peak RSS MB':>12} {'rtree':>14}"
+    )
+    for r in results:
+        ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else "-"
+        rtree = "-" if r["rtree"] is None else f"{r['rtree'][0]} {r['rtree'][1]:,}"
+        print(
+            f"{r['method']:<8} {r['rows']:>10,} {r['wall_s']:>8.1f} {r['cpu_s']:>7.1f} "
+            f"{r['rows_per_s']:>9,} {ratio:>9} {r['peak_rss_mb']:>12,} {rtree:>14}"
+        )
+    bad = [
+        r["method"] for r in results if not r["count_ok"] or (r["rtree"] and r["rtree"][0] != "ok")
+    ]
+    if bad:
+        sys.exit(f"[bench] wrong result for: {', '.join(bad)}")
+
+
+if __name__ == "__main__":
+    main()

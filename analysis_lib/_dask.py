@@ -301,22 +301,48 @@ def _load_partition(bounds: _Range, source: _Source, index: str) -> pd.DataFrame
         )
 
 
+def _match_chunk(
+    wkb: np.ndarray, zips: np.ndarray, grid: Any, predicate: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (ZIP position, row position) for one chunk, as the ``sweep`` strategy matches them.
+
+    The ZIP raster places the footprints whose box lies inside one ZIP (or none); GEOS
+    (``_per_zip._assign``) decides the rest. Mirrors the chunk step of ``_per_zip._sweep``.
+    """
+    import numpy as np
+    import shapely
+
+    from ._geo import ZipGrid, wkb_polygon_bounds
+    from ._per_zip import _assign
+
+    cell = grid.classify(wkb_polygon_bounds(wkb))
+    fast = np.flatnonzero(cell >= 0)
+    slow = np.flatnonzero(cell == ZipGrid.SLOW)
+    zip_idx, building_idx = cell[fast], fast
+    if len(slow):
+        slow_zip, slow_building = _assign(shapely.from_wkb(wkb[slow]), zips, predicate)
+        zip_idx = np.concatenate([zip_idx, slow_zip])
+        building_idx = np.concatenate([building_idx, slow[slow_building]])
+    return zip_idx, building_idx
+
+
 def _partials_for_range(
     bounds: _Range,
     source: _Source,
-    zip_wkb: np.ndarray,
+    zips: tuple[np.ndarray, Any],
     predicate: str,
     use_types: tuple[str, ...],
 ) -> _Partials:
-    """Stream one primary-key range chunk by chunk; assign to ZIPs; return merged partials."""
+    """Stream one primary-key range chunk by chunk; match to ZIPs; return merged partials."""
     import shapely
 
     from ._loaders import iter_frames
-    from ._per_zip import _assign, _Partials
+    from ._per_zip import _Partials
 
-    zips = shapely.from_wkb(zip_wkb)
-    shapely.prepare(zips)
-    n_zips = len(zips)
+    zip_wkb, grid = zips
+    geoms = shapely.from_wkb(zip_wkb)  # prepared per task: GEOS prepared geometries are
+    shapely.prepare(geoms)  # not safe to share between a worker's threads
+    n_zips = len(geoms)
     total = _Partials(n_zips, use_types)
     with _worker_queryset(source) as queryset:
         frames = iter_frames(
@@ -326,10 +352,8 @@ def _partials_for_range(
             geometry="wkb",
         )
         for frame in frames:
-            # The same matching and aggregation as summarize_by_zip(strategy="sweep").
-            geoms = shapely.from_wkb(frame["boundary"].to_numpy())
-            zip_idx, building_idx = _assign(geoms, zips, predicate)
-            total.merge(_Partials.from_rows(n_zips, use_types, zip_idx, frame.iloc[building_idx]))
+            zip_idx, rows = _match_chunk(frame["boundary"].to_numpy(), geoms, grid, predicate)
+            total.merge(_Partials.from_rows(n_zips, use_types, zip_idx, frame.iloc[rows]))
     return total
 
 
@@ -471,13 +495,13 @@ def summarize_by_zip_distributed(
 ) -> pd.DataFrame:
     """:func:`~analysis_lib.summarize_by_zip` with the buildings spread over a Dask cluster.
 
-    The client loads the ZIPs and sends them once to every worker. The buildings are cut into
-    ``npartitions`` primary-key ranges; each worker streams its ranges with
-    :func:`~analysis_lib.iter_frames` (one ``chunk_size`` chunk at a time, its own database
-    connection), matches footprints to ZIPs with a shapely ``STRtree`` and returns partial
-    aggregates, exactly as the ``"sweep"`` strategy does for one chunk. The client merges the
-    partials in key order and finishes the table. The result is the table
-    ``summarize_by_zip(zips, buildings, strategy="sweep", predicate=predicate)`` gives: the
+    The client loads the ZIPs, builds the ZIP raster of the ``"sweep"`` strategy and sends both
+    once to every worker. The buildings are cut into ``npartitions`` primary-key ranges; each
+    worker streams its ranges with :func:`~analysis_lib.iter_frames` (one ``chunk_size`` chunk
+    at a time, on its own database connection), matches each chunk to the ZIPs exactly as the
+    sweep does (the raster from the footprints' boxes, GEOS near borders) and returns partial
+    aggregates. The client merges the partials in key order and finishes the table: the table
+    ``summarize_by_zip(zips, buildings, strategy="sweep", predicate=predicate)`` gives, with the
     same counts, maxima and medians, and sums equal up to floating-point summation order
     (about 1e-15 relative).
 
@@ -560,12 +584,18 @@ def summarize_by_zip_distributed(
         npartitions = 4 * max(1, sum(client.nthreads().values()))
     ranges = _pk_ranges(buildings_qs, npartitions)
     source = _make_source(buildings_qs, ["boundary", *_VALUE_FIELDS], "wkb", chunk_size)
-    [zip_wkb] = client.scatter([shapely.to_wkb(zip_frame["boundary"].to_numpy())], broadcast=True)
+    from ._geo import ZipGrid
+
+    boundaries = zip_frame["boundary"].to_numpy()
+    # The ZIPs (WKB) and their raster (about 8 MB) go to every worker once.
+    [zips_data] = client.scatter(
+        [(shapely.to_wkb(boundaries), ZipGrid(boundaries))], broadcast=True
+    )
     futures = client.map(
         _partials_for_range,
         ranges,
         source=source,
-        zip_wkb=zip_wkb,
+        zips=zips_data,
         predicate=predicate,
         use_types=use_types,
         pure=False,
@@ -585,5 +615,5 @@ def summarize_by_zip_distributed(
         bar.close()
         if pending:  # an error or Ctrl-C: do not leave the rest running
             client.cancel(list(pending))
-        client.cancel([zip_wkb])
+        client.cancel([zips_data])
     return _finish(total.raw(zip_frame.index), zip_frame, use_types)

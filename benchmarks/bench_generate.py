@@ -3,14 +3,23 @@
 Each variant runs in its own child process (so peak RSS is its own) on its own
 database: SpatiaLite files under ``data/bench_generate/`` (copies of one migrated
 template), or, when ``DATABASE_URL`` is a ``postgis://`` URL, that database
-(migrated first, every run with ``--replace``). The variants:
+(migrated first, every run with ``--replace``). The variants add one step each:
 
-``naive``    executemany of ``GeomFromWKB(?, 4326)`` with every trigger on (the
-             R*Tree is updated row by row): the baseline, on ``--baseline-buildings``
-             rows because it is slow (its rate is per row, so the ratio still holds).
-``rebuild``  SpatiaLite BLOBs built with numpy, triggers off, ``DisableSpatialIndex``
-             before and ``CreateSpatialIndex`` after.
-``packed``   the default: the same BLOB inserts and a bulk-loaded packed R*Tree.
+``naive``         executemany of ``GeomFromWKB(?, 4326)`` with every trigger on (the
+                  R*Tree is updated row by row): the baseline, on ``--baseline-buildings``
+                  rows because it is slow (its rate is per row, so the ratio holds).
+``wkb-rebuild``   the same inserts with ``DisableSpatialIndex`` before and
+                  ``CreateSpatialIndex`` after (the route measured in FACTS.md).
+``blob-rebuild``  SpatiaLite BLOBs built with numpy instead of WKB parsed per row.
+``rebuild``       and the per-row geometry-check and timestamp triggers dropped for the
+                  load (restored after): the command's ``--method rebuild``.
+``packed-serial`` and the R*Tree bulk-loaded as a packed Hilbert R-tree instead of
+                  ``CreateSpatialIndex``, everything in one thread.
+``packed``        and generation/encoding in a worker thread while SQLite writes: the
+                  command's default.
+
+On PostGIS only ``naive`` (COPY with the GiST index in place) and ``packed`` (index
+dropped and recreated) differ.
 
 Times cover the whole command (ZIP rows, buildings, spatial index, commit) after a
 warm-up that computes the ZIP cells (a fixed ~1 s, the ``zipcodes`` data load and
@@ -41,6 +50,17 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / "data" / "bench_generate"
 
 
+# variant -> (geometry, drop_row_triggers, index) of bulkload._Plan, prefetch depth
+VARIANTS: dict[str, tuple[tuple[str, bool, str], int]] = {
+    "naive": (("wkb", False, "triggers"), 1),
+    "wkb-rebuild": (("wkb", False, "rebuild"), 1),
+    "blob-rebuild": (("blob", False, "rebuild"), 1),
+    "rebuild": (("blob", True, "rebuild"), 1),
+    "packed-serial": (("blob", True, "packed"), 0),
+    "packed": (("blob", True, "packed"), 1),
+}
+
+
 def child(args: argparse.Namespace) -> None:
     """Run one variant in this process and print a JSON line."""
     sys.path.insert(0, str(ROOT))
@@ -53,8 +73,14 @@ def child(args: argparse.Namespace) -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from project.buildings import synthetic
+    from project.buildings import bulkload, synthetic
     from project.buildings.models import Building
+
+    plan, prefetch = VARIANTS[args.method]
+    bulkload._PLANS[args.method] = bulkload._Plan(*plan)
+    if args.method not in bulkload.METHODS:
+        bulkload.METHODS = (*bulkload.METHODS, args.method)
+    bulkload.PREFETCH = prefetch
 
     synthetic.zip_cells()  # warm-up, not timed
     out = io.StringIO()
@@ -130,7 +156,11 @@ def main() -> None:
         default=100_000,
         help="rows for the slow naive baseline (default 100,000)",
     )
-    parser.add_argument("--methods", default="naive,rebuild,packed")
+    parser.add_argument(
+        "--methods",
+        default=",".join(VARIANTS),
+        help=f"comma-separated variants (default all: {', '.join(VARIANTS)})",
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
@@ -145,6 +175,9 @@ def main() -> None:
     url = os.environ.get("DATABASE_URL", "")
     postgis = url.startswith(("postgis://", "postgres://", "postgresql://"))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(methods) - set(VARIANTS))
+    if unknown:
+        parser.error(f"--methods: unknown {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     print(f"[bench] load average before: {os.getloadavg()}", flush=True)
     if postgis:
         print(f"[bench] PostGIS: {url.split('@')[-1]}", flush=True)
@@ -182,14 +215,14 @@ def main() -> None:
     base = next((r for r in results if r["method"] == "naive"), None)
     print()
     print(
-        f"{'method':<8} {'rows':>10} {'wall s':>8} {'cpu s':>7} {'rows/s':>9} "
+        f"{'variant':<14} {'rows':>10} {'wall s':>8} {'cpu s':>7} {'rows/s':>9} "
         f"{'vs naive':>9} {'peak RSS MB':>12} {'rtree':>14}"
     )
     for r in results:
         ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else "-"
         rtree = "-" if r["rtree"] is None else f"{r['rtree'][0]} {r['rtree'][1]:,}"
         print(
-            f"{r['method']:<8} {r['rows']:>10,} {r['wall_s']:>8.1f} {r['cpu_s']:>7.1f} "
+            f"{r['method']:<14} {r['rows']:>10,} {r['wall_s']:>8.1f} {r['cpu_s']:>7.1f} "
             f"{r['rows_per_s']:>9,} {ratio:>9} {r['peak_rss_mb']:>12,} {rtree:>14}"
         )
     bad = [

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 Method = Literal["packed", "rebuild", "naive"]
 METHODS: tuple[str, ...] = ("packed", "rebuild", "naive")
 
+#: Batches :func:`load_buildings` prepares ahead in a worker thread by default.
+PREFETCH = 1
+
 # SQLite page cache during a SpatiaLite load, in KiB (the default is 2,000 KiB)
 _LOAD_CACHE_KIB = 65_536
 
@@ -403,11 +406,29 @@ def _row_values(batch: BuildingBatch, zip_pk: np.ndarray) -> tuple[list, ...]:
     )
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """The steps of a method: geometry encoding, per-row triggers, spatial index."""
+
+    geometry: Literal["blob", "wkb"]  # SpatiaLite BLOB from numpy, or WKB + GeomFromWKB()
+    drop_row_triggers: bool  # drop the geometry-check and last-insert triggers for the load
+    index: Literal["triggers", "rebuild", "packed"]
+
+
+# public methods; benchmarks/bench_generate.py adds intermediate plans to measure each step
+_PLANS: dict[str, _Plan] = {
+    "packed": _Plan("blob", True, "packed"),
+    "rebuild": _Plan("blob", True, "rebuild"),
+    "naive": _Plan("wkb", False, "triggers"),
+}
+
+
 class _Loader:
     """One backend's way of writing batches.
 
     ``begin`` once, then per batch ``prepare`` (pure numpy/Python, no database: it
-    runs in a worker thread) and ``insert`` (database, main thread), then ``finish``.
+    runs in a worker thread) and ``insert`` (database, main thread), then ``finish``
+    after the last batch; ``close`` always, also after an error.
     """
 
     def __init__(self, connection: BaseDatabaseWrapper, method: str, zip_pk: np.ndarray) -> None:
@@ -415,6 +436,7 @@ class _Loader:
 
         self.connection = connection
         self.method = method
+        self.plan = _PLANS[method]
         self.zip_pk = zip_pk
         self.quote = connection.ops.quote_name
         self.table = Building._meta.db_table
@@ -437,29 +459,29 @@ class _Loader:
     def finish(self) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Undo connection settings changed by ``begin``."""
+
 
 class _SpatiaLiteLoader(_Loader):
     def begin(self) -> None:
         self.connection.ensure_connection()
         self.cur = self.connection.connection.cursor()
-        table, column = self.table, self.geom_column
+        plan, table, column = self.plan, self.table, self.geom_column
         self.idx = f"idx_{table}_{column}"
         self.cache_size = self.cur.execute("PRAGMA cache_size").fetchone()[0]
-        # page cache for the load only (a connection setting, restored in finish)
+        # page cache for the load only (a connection setting, restored by close)
         self.cur.execute(f"PRAGMA cache_size = {-int(_LOAD_CACHE_KIB)}")
-        if self.method == "naive":
-            self.sql = (
-                f"INSERT INTO {self.quote(table)} ({self.columns}) "  # noqa: S608
-                f"VALUES (?, GeomFromWKB(?, {int(self.srid)}), ?, ?, ?, ?, ?, ?)"
-            )
-            return
+        value = "?" if plan.geometry == "blob" else f"GeomFromWKB(?, {int(self.srid)})"
         self.sql = (
             f"INSERT INTO {self.quote(table)} ({self.columns}) "  # noqa: S608
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            f"VALUES (?, {value}, ?, ?, ?, ?, ?, ?)"
         )
         # triggers that fire per inserted row: geometry check, last-insert time, R*Tree insert
-        names = [f"ggi_{table}_{column}", f"tmi_{table}_{column}"]
-        if self.method == "packed":
+        names = []
+        if plan.drop_row_triggers:
+            names += [f"ggi_{table}_{column}", f"tmi_{table}_{column}"]
+        if plan.index == "packed":
             names.append(f"gii_{table}_{column}")
         self.saved_triggers = [
             row
@@ -471,10 +493,10 @@ class _SpatiaLiteLoader(_Loader):
         ]
         for name, _ in self.saved_triggers:
             self.cur.execute(f"DROP TRIGGER {self.quote(name)}")
-        if self.method == "rebuild":
+        if plan.index == "rebuild":
             self.cur.execute("SELECT DisableSpatialIndex(?, ?)", (table, column))
             self.cur.execute(f"DROP TABLE IF EXISTS {self.quote(self.idx)}")
-        else:  # packed: a fresh, empty R*Tree (same definition as SpatiaLite's)
+        elif plan.index == "packed":  # a fresh, empty R*Tree (same definition as SpatiaLite's)
             row = self.cur.execute(
                 "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (self.idx,)
             ).fetchone()
@@ -489,15 +511,15 @@ class _SpatiaLiteLoader(_Loader):
 
     def prepare(self, batch: BuildingBatch) -> tuple[list[tuple], Any]:
         values = _row_values(batch, self.zip_pk)
-        if self.method == "naive":
+        if self.plan.geometry == "wkb":
             import shapely
 
             geoms = shapely.to_wkb(shapely.polygons(batch.coords)).tolist()
         else:
             geoms = spatialite_polygon_blobs(batch.coords, self.srid)
         rows = list(zip(values[0], geoms, *values[1:], strict=True))
-        boxes = (batch.number, rtree_boxes(batch.coords)) if self.method == "packed" else None
-        return rows, boxes
+        packed = self.plan.index == "packed"
+        return rows, (batch.number, rtree_boxes(batch.coords)) if packed else None
 
     def insert(self, prepared: tuple[list[tuple], Any]) -> None:
         rows, boxes = prepared
@@ -507,31 +529,30 @@ class _SpatiaLiteLoader(_Loader):
 
     def finish(self) -> None:
         table, column = self.table, self.geom_column
-        try:
-            if self.method == "naive":
-                return
-            if self.method == "packed":
-                self.rtree.finish()
-            else:
-                self.cur.execute("SELECT CreateSpatialIndex(?, ?)", (table, column))
-            existing = {
-                r[0]
-                for r in self.cur.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
-                    (table,),
-                )
-            }
-            for name, sql in self.saved_triggers:
-                if name not in existing:  # CreateSpatialIndex recreates some itself
-                    self.cur.execute(sql)
-            # what the dropped tmi_ trigger would have recorded
+        if self.plan.index == "packed":
+            self.rtree.finish()
+        elif self.plan.index == "rebuild":
+            self.cur.execute("SELECT CreateSpatialIndex(?, ?)", (table, column))
+        existing = {
+            r[0]
+            for r in self.cur.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?",
+                (table,),
+            )
+        }
+        for name, sql in self.saved_triggers:
+            if name not in existing:  # CreateSpatialIndex recreates some itself
+                self.cur.execute(sql)
+        if self.plan.drop_row_triggers:  # what the dropped tmi_ trigger would have recorded
             self.cur.execute(
                 "UPDATE geometry_columns_time SET last_insert = "
                 "strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
                 "WHERE Lower(f_table_name) = Lower(?) AND Lower(f_geometry_column) = Lower(?)",
                 (table, column),
             )
-        finally:
+
+    def close(self) -> None:
+        if hasattr(self, "cache_size"):
             self.cur.execute(f"PRAGMA cache_size = {int(self.cache_size)}")
 
 
@@ -540,7 +561,7 @@ class _PostGISLoader(_Loader):
         self.connection.ensure_connection()
         self.cur = self.connection.connection.cursor()
         self.indexes: list[tuple[str, str]] = []
-        if self.method != "naive":
+        if self.plan.index != "triggers":
             self.cur.execute(
                 "SELECT indexname, indexdef FROM pg_indexes "
                 "WHERE schemaname = current_schema() AND tablename = %s "
@@ -642,7 +663,7 @@ def load_buildings(
     method: Method = "packed",
     using: str = "default",
     on_batch: Callable[[int], None] | None = None,
-    prefetch: int = 1,
+    prefetch: int | None = None,
 ) -> LoadStats:
     """Load generated buildings into the empty ``Building`` table, all or nothing.
 
@@ -660,9 +681,10 @@ def load_buildings(
         Database alias.
     on_batch : callable, optional
         Called with the number of rows after each batch (a progress bar's ``update``).
-    prefetch : int
+    prefetch : int, optional
         Batches generated and encoded ahead in a worker thread while the current
-        one is written (0: no thread). Memory holds ``prefetch + 1`` batches.
+        one is written (0: no thread; default :data:`PREFETCH`). Memory holds
+        ``prefetch + 1`` batches.
 
     Returns
     -------
@@ -686,7 +708,7 @@ def load_buildings(
 
     from .models import Building
 
-    if method not in METHODS:
+    if method not in _PLANS:
         raise ValueError(f"`method` was {method!r} but is expected to be in {METHODS}")
     connection = connections[using]
     loader = _loader_class(connection)(connection, method, np.asarray(zip_pk, dtype=np.int64))
@@ -698,16 +720,20 @@ def load_buildings(
                 "(generate_massachusetts --replace)"
             )
         start = time.perf_counter()
-        loader.begin()
-        for size, prepared in _prefetched(batches, loader.prepare, prefetch):
-            insert_batch(loader, prepared)
-            rows += size
-            n_batches += 1
-            if on_batch is not None:
-                on_batch(size)
-        inserted = time.perf_counter()
-        loader.finish()
-        indexed = time.perf_counter()
+        try:
+            loader.begin()
+            depth = PREFETCH if prefetch is None else prefetch
+            for size, prepared in _prefetched(batches, loader.prepare, depth):
+                insert_batch(loader, prepared)
+                rows += size
+                n_batches += 1
+                if on_batch is not None:
+                    on_batch(size)
+            inserted = time.perf_counter()
+            loader.finish()
+            indexed = time.perf_counter()
+        finally:
+            loader.close()
     return LoadStats(
         rows=rows,
         batches=n_batches,

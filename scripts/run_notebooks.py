@@ -97,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=args.timeout,
             )
         except Exception as exc:  # report every notebook, then fail
-            print(f"[notebooks] {nb.name} FAILED: {exc}", file=sys.stderr, flush=True)
+            # papermill's error carries the cell's exception; the executed copy shows it in place
+            what = f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
+            where = args.output_dir / nb.name
+            print(f"[notebooks] {nb.name} FAILED: {what} (see {where})", file=sys.stderr)
             failed.append(nb.name)
             continue
         print(f"[notebooks] {nb.name} -> {out} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -155,9 +155,12 @@ def test_memory_over_time_notebook_runs(db_env, tmp_path):
     assert table.loc[state, "zips"] == max_zips
     # both loops see the same buildings of the same ZIPs
     assert table.loc[naive, "buildings"] == table.loc[stream, "buildings"] > 0
-    for column in ("seconds", "memit_peak_mib", "mprof_peak_mib", "mprof_seconds"):
+    for column in ("seconds", "mprof_peak_mib", "mprof_seconds", "rss_max_mib"):
         assert table[column].map(math.isfinite).all(), column
         assert (table[column] > 0).all(), column
+    # %memit: the two loops on the same ZIPs
+    assert (table.loc[[naive, stream], "memit_peak_mib"] > 0).all()
+    assert table.loc[[naive, stream], "memit_increment_mib"].map(math.isfinite).all()
 
     # The closing cell states exactly what the table says: numbers from this run.
     closing = [c for c in nb.cells if "closing-summary" in c.metadata.get("tags", [])]

@@ -1,0 +1,237 @@
+"""Per-ZIP analysis benchmark: wall time and peak RSS of every way to analyse a state by ZIP.
+
+Each measurement runs in a fresh Python process (so its peak RSS is its own), on one or two
+databases (the full generated Massachusetts and a tenth of it), and the table reports ratios
+against the baselines measured in the same run:
+
+* ``sweep``, ``orm``, ``database``: ``summarize_by_zip(state, strategy=...)`` on every ZIP;
+* ``stock values loop``: ``Building.objects.filter(boundary__within=zip.boundary)
+  .values_list(...)`` per ZIP, GeoDjango's own lookup (a full table scan per ZIP on
+  SpatiaLite), run on a sample of ZIPs evenly spread in code order and extrapolated to all ZIPs;
+* ``seed instances loop``: the seed's loop, ``[b for b in Building.objects.filter(
+  boundary__within=zip.boundary).iterator()]``, model instances kept in a list, sampled likewise.
+
+Usage::
+
+    python benchmarks/bench_per_zip.py \\
+        --db full=spatialite:///data/buildings.sqlite3 \\
+        --db tenth=spatialite:///data/perzip_tenth.sqlite3 --sample 8 --out reports/bench_per_zip.md
+
+Timings on a shared 2-core machine are noisy: compare the ratios, and look at the load average
+printed with the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+METHODS = ("sweep", "orm", "database", "stock values loop", "seed instances loop")
+VALUE_FIELDS = ("footprint_m2", "height_m", "year_built", "use_type")
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def child(method: str, state: str, sample: int, predicate: str) -> dict:
+    """Run one measurement in this (fresh) process and return what it saw."""
+    sys.path.insert(0, str(ROOT))
+    from analysis_lib import setup_django
+
+    setup_django()
+    import numpy as np  # noqa: F401  (imports are not part of the measurement)
+    import pandas as pd  # noqa: F401
+
+    from analysis_lib import summarize_by_zip
+    from analysis_lib._per_zip import _load_zips  # noqa: F401
+    from project.buildings.models import Building, ZipCode
+
+    zips = ZipCode.objects.filter(state=state).order_by("code")
+    n_zips = zips.count()
+    n_buildings = Building.objects.count()
+    baseline = _rss_mib()
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    if method in ("sweep", "orm", "database"):
+        summary = summarize_by_zip(state, strategy=method, predicate=predicate)
+        seconds = time.perf_counter() - start
+        return {
+            "seconds": seconds,
+            "cpu_seconds": time.process_time() - cpu_start,
+            "zips_run": n_zips,
+            "assigned": int(summary["n_buildings"].sum()),
+            "extrapolated": False,
+            "baseline_mib": baseline,
+            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "zips": n_zips,
+            "buildings": n_buildings,
+        }
+    codes = list(zips.values_list("code", flat=True))
+    step = max(1, len(codes) // sample)
+    chosen = codes[step // 2 :: step][:sample]
+    assigned = 0
+    for z in ZipCode.objects.filter(code__in=chosen):
+        queryset = Building.objects.filter(boundary__within=z.boundary)
+        if method == "stock values loop":
+            rows = list(queryset.values_list(*VALUE_FIELDS))
+        else:
+            rows = [b for b in queryset.iterator()]  # the seed's loop: model instances
+        assigned += len(rows)
+        del rows
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds * n_zips / len(chosen),
+        "cpu_seconds": (time.process_time() - cpu_start) * n_zips / len(chosen),
+        "sample_seconds": seconds,
+        "zips_run": len(chosen),
+        "assigned": assigned,
+        "extrapolated": True,
+        "baseline_mib": baseline,
+        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "zips": n_zips,
+        "buildings": n_buildings,
+    }
+
+
+def run_child(url: str, method: str, state: str, sample: int, predicate: str) -> dict:
+    env = {**os.environ, "DATABASE_URL": url}
+    args = [sys.executable, __file__, "--child", method, "--state", state]
+    args += ["--sample", str(sample), "--predicate", predicate]
+    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{method} on {url} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def warm_page_cache(url: str) -> None:
+    """Read a SpatiaLite file once so the first measurement does not pay for a cold disk."""
+    if url.startswith("spatialite:///"):
+        path = Path(url.removeprefix("spatialite://"))
+        with open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+
+
+def table(results: dict[str, dict[str, dict]]) -> str:
+    lines = [
+        "| data | method | wall s | CPU s | peak RSS MiB | RSS before the call MiB "
+        "| buildings assigned | note |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for scale, by_method in results.items():
+        for method, r in by_method.items():
+            note = ""
+            if r["extrapolated"]:
+                note = (
+                    f"{r['zips_run']} of {r['zips']} ZIPs sampled ({r['sample_seconds']:.1f} s), "
+                    f"time extrapolated; buildings and RSS are for the sample"
+                )
+            lines.append(
+                f"| {scale} ({r['buildings']:,} buildings, {r['zips']} ZIPs) | {method} | "
+                f"{r['seconds']:.1f} | {r['cpu_seconds']:.1f} | {r['peak_mib']:.0f} | "
+                f"{r['baseline_mib']:.0f} | "
+                f"{r['assigned']:,} | {note} |"
+            )
+    return "\n".join(lines)
+
+
+def ratios(results: dict[str, dict[str, dict]], full: str, tenth: str | None) -> list[str]:
+    out = []
+    r = results[full]
+    sweep = r["sweep"]
+    checks = [
+        ("sweep wall time", sweep["seconds"], "< 10 s", sweep["seconds"] < 10),
+        ("sweep peak RSS", sweep["peak_mib"], "< 200 MiB", sweep["peak_mib"] < 200),
+    ]
+    if "orm" in r:
+        checks.append(("indexed orm loop", r["orm"]["seconds"], "< 30 s", r["orm"]["seconds"] < 30))
+    if "stock values loop" in r:
+        speedup = r["stock values loop"]["seconds"] / sweep["seconds"]
+        checks.append(
+            ("sweep speed-up over the stock values loop", speedup, ">= 100x", speedup >= 100)
+        )
+    if "seed instances loop" in r:
+        speedup = r["seed instances loop"]["seconds"] / sweep["seconds"]
+        checks.append(("sweep speed-up over the seed instances loop", speedup, "(none)", None))
+    if tenth is not None:
+        growth = sweep["peak_mib"] / results[tenth]["sweep"]["peak_mib"]
+        checks.append(("sweep peak RSS, full / tenth", growth, "<= 1.3", growth <= 1.3))
+    for name, value, target, ok in checks:
+        verdict = "" if ok is None else ("met" if ok else "NOT met")
+        out.append(f"- {name}: {value:.3g} (target {target}) {verdict}".rstrip())
+    assigned = {m: v["assigned"] for m, v in r.items() if not v["extrapolated"]}
+    out.append(f"- buildings assigned by each full strategy ({full}): {assigned}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--db",
+        action="append",
+        metavar="NAME=DATABASE_URL",
+        help="A database to measure (repeatable; the first is the full scale, the second, if "
+        "any, the tenth). Default: full=the default database.",
+    )
+    parser.add_argument("--state", default="MA")
+    parser.add_argument("--predicate", default="within", choices=("within", "centroid"))
+    parser.add_argument("--sample", type=int, default=8, help="ZIPs sampled by the stock loops.")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help="Comma-separated subset of: " + ", ".join(METHODS),
+    )
+    parser.add_argument("--out", type=Path, help="Also write the markdown table to this file.")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.state, args.sample, args.predicate)))
+        return
+
+    dbs = dict(
+        item.split("=", 1) for item in (args.db or [f"full={os.environ.get('DATABASE_URL', '')}"])
+    )
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"--methods: unknown {sorted(unknown)}; choose from {METHODS}")
+    results: dict[str, dict[str, dict]] = {}
+    for name, url in dbs.items():
+        warm_page_cache(url)
+        results[name] = {}
+        for method in methods:
+            print(f"[bench] {name}: {method} ...", file=sys.stderr, flush=True)
+            results[name][method] = run_child(url, method, args.state, args.sample, args.predicate)
+            print(f"[bench]   {results[name][method]}", file=sys.stderr, flush=True)
+    names = list(dbs)
+    load = os.getloadavg()
+    text = "\n".join(
+        [
+            f"Per-ZIP analysis of {args.state} ({args.predicate}), {os.cpu_count()} CPUs, "
+            f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at the end.",
+            "",
+            table(results),
+            "",
+            *ratios(results, names[0], names[1] if len(names) > 1 else None),
+        ]
+    )
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

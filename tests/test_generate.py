@@ -414,9 +414,8 @@ def test_spatial_index_is_complete_after_the_load(generated):
     if IS_SPATIALITE:
         assert rtree_state() == ("ok", N, N)
         with connection.cursor() as cursor:
-            # SpatiaLite's own check: every entry matches its geometry's MBR, none missing
-            cursor.execute("SELECT CheckSpatialIndex('buildings_building', 'boundary')")
-            assert cursor.fetchone()[0] == 1
+            # (SpatiaLite's CheckSpatialIndex() is no help: it still says 1 with entries
+            # missing.) Every row has an entry whose box holds the geometry's MBR:
             cursor.execute(
                 f"SELECT count(*) FROM buildings_building b JOIN {IDX} i ON i.pkid = b.id "
                 "WHERE i.xmin <= MbrMinX(b.boundary) AND i.xmax >= MbrMaxX(b.boundary) "

@@ -444,6 +444,8 @@ def to_dask(
     _check_count("chunk_size", chunk_size, allow_none=False)
     if fields is not None and (isinstance(fields, str | bytes) or not isinstance(fields, Sequence)):
         raise TypeError(f"`fields` must be a list or tuple of field names, got {fields!r}")
+    if fields is not None and len(fields) == 0:
+        raise ValueError("`fields` is empty: name at least one field, or pass None for all")
     if geometry not in ("shapely", "wkb"):
         raise ValueError(f"`geometry` was {geometry!r} but is expected to be in ('shapely', 'wkb')")
     import dask

@@ -145,6 +145,7 @@ def test_importing_to_dask_does_not_import_dask():
         (lambda: (Building.objects.all(), {"npartitions": True}), TypeError, "npartitions"),
         (lambda: (Building.objects.all(), {"chunk_size": 0}), ValueError, "chunk_size"),
         (lambda: (Building.objects.all(), {"fields": "use_type"}), TypeError, "fields"),
+        (lambda: (Building.objects.all(), {"fields": []}), ValueError, "`fields` is empty"),
         (
             lambda: (Building.objects.all(), {"fields": ["use_type", "nope"]}),
             ValueError,

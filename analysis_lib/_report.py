@@ -438,7 +438,7 @@ def plot_zip_buildings(
     ((_, frame),) = list(
         iter_buildings_by_zip(zips, fields=["id", column, "boundary"], predicate=predicate)
     )
-    import geopandas
+    import geopandas  # after read_geodataframe, which says clearly when geopandas is missing
 
     inside = geopandas.GeoDataFrame(frame, geometry="boundary", crs=outline.crs)
     if ax is None:
@@ -451,7 +451,7 @@ def plot_zip_buildings(
         around = around[~around["id"].isin(inside["id"])]
         if not around.empty:
             around.plot(ax=ax, color="0.75", linewidth=0)
-    outline.boundary.plot(ax=ax, color="black", linewidth=1.0)
+    outline.geometry.boundary.plot(ax=ax, color="black", linewidth=1.0)  # the ZIP's outline
     if not inside.empty:
         inside.plot(
             ax=ax,

@@ -337,6 +337,20 @@ def test_same_frames_without_pandas_private_transpose(buildings, monkeypatch):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("enabled", [True, False])
+def test_read_frame_restores_the_garbage_collector(buildings, enabled):
+    import gc
+
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        read_frame(buildings, ["id", "boundary"], chunk_size=50)
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.django_db
 def test_no_per_row_django_path(buildings):
     """Rows come straight from the cursor: Django's results_iter (converters) never runs."""
     with mock.patch.object(SQLCompiler, "results_iter", side_effect=AssertionError("per-row")):

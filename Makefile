@@ -20,8 +20,13 @@ data: setup
 	$(PY) manage.py migrate --no-input -v 0
 	$(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --if-missing
 
-demo: data
-	@echo "[demo] data ready; analysis steps are added by the per-ZIP issue"
+NOTEBOOK_PARAMETERS ?=
+export NOTEBOOK_PARAMETERS
+
+notebooks: data
+	$(PY) scripts/run_notebooks.py --output-dir reports -p state $(STATE) -p strategy $(STRATEGY)
+
+demo: data notebooks
 
 lint: setup
 	$(PY) -m ruff check .

@@ -41,33 +41,62 @@ _EXPORTS: dict[str, str] = {
     "iter_buildings_by_zip": "_per_zip",
     "summarize_by_zip": "_per_zip",
     "plot_choropleth": "_per_zip",
+    # notebook helpers: figures, papermill runs, the loops of the seed question
+    "report_dir": "_report",
+    "save_figure": "_report",
+    "run_notebook": "_report",
+    "select_zips": "_report",
+    "pick_detail_zip": "_report",
+    "plot_zip_buildings": "_report",
+    "naive_zip_lists": "_report",
+    "zip_loop": "_report",
+    "run_zip_loop": "_report",
+    "track_zip_loop": "_report",
+    "LoopRun": "_report",
+    "mprof_zip_loop": "_report",
+    "memory_comparison": "_report",
+    "closing_summary": "_report",
     # scale-out
     "to_dask": "_dask",
 }
 
 __all__ = [
+    "LoopRun",
     "MemoryLog",
     "MemoryResult",
     "MprofProfile",
     "Tracker",
+    "closing_summary",
     "default_log",
     "iter_buildings_by_zip",
     "iter_frames",
     "load_ipython_extension",
     "measure",
+    "memory_comparison",
     "memory_step",
+    "mprof_zip_loop",
+    "naive_zip_lists",
+    "pick_detail_zip",
     "plot_choropleth",
     "plot_mprof",
+    "plot_zip_buildings",
     "profile_memory",
     "read_frame",
     "read_geodataframe",
     "read_mprof",
+    "report_dir",
     "run_mprof",
+    "run_notebook",
+    "run_zip_loop",
+    "save_figure",
+    "select_zips",
     "setup_django",
     "summarize_by_zip",
     "to_dask",
     "top_allocations",
     "track",
+    "track_zip_loop",
+    "zip_loop",
 ]
 __version__ = "0.1.0"
 
@@ -88,6 +117,22 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     )
     from ._mprof import MprofProfile, plot_mprof, read_mprof, run_mprof
     from ._per_zip import iter_buildings_by_zip, plot_choropleth, summarize_by_zip
+    from ._report import (
+        LoopRun,
+        closing_summary,
+        memory_comparison,
+        mprof_zip_loop,
+        naive_zip_lists,
+        pick_detail_zip,
+        plot_zip_buildings,
+        report_dir,
+        run_notebook,
+        run_zip_loop,
+        save_figure,
+        select_zips,
+        track_zip_loop,
+        zip_loop,
+    )
 
 
 def __getattr__(name: str) -> Any:

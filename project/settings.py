@@ -9,6 +9,7 @@ The database comes from ``DATABASE_URL`` (parsed by dj-database-url):
 
 import os
 import re
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -79,6 +80,11 @@ SHELL_PLUS_PRINT_SQL = False
 NOTEBOOK_ARGUMENTS = ["--notebook-dir", str(NOTEBOOKS_DIR)]
 if os.geteuid() == 0:  # Jupyter refuses to run as root without it (CI runs as root).
     NOTEBOOK_ARGUMENTS.append("--allow-root")
+# Jupyter runs cells in a thread with a running event loop, where Django refuses ORM calls
+# unless DJANGO_ALLOW_ASYNC_UNSAFE is set; the kernels `shell_plus --lab` starts inherit this
+# process's environment.
+if sys.argv[1:2] == ["shell_plus"]:
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 LOGGING = {
     "version": 1,

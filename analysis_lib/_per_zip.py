@@ -207,9 +207,14 @@ class _Partials:
 
     @classmethod
     def from_rows(
-        cls, n_zips: int, use_types: Sequence[str], zip_idx: np.ndarray, frame: pd.DataFrame
+        cls,
+        n_zips: int,
+        use_types: Sequence[str],
+        zip_idx: np.ndarray,
+        frame: pd.DataFrame,
+        rows: np.ndarray | None = None,
     ) -> _Partials:
-        """Aggregate the rows of ``frame`` assigned to ZIP positions ``zip_idx`` (one per row)."""
+        """Aggregate rows of ``frame`` (positions ``rows``, default all) in ZIPs ``zip_idx``."""
         import numpy as np
         import pandas as pd
 
@@ -217,10 +222,11 @@ class _Partials:
         zip_idx = np.asarray(zip_idx, dtype=np.int64)
         if len(zip_idx) == 0:
             return part
-        footprint = frame["footprint_m2"].to_numpy(dtype=float, na_value=np.nan)
-        height = frame["height_m"].to_numpy(dtype=float, na_value=np.nan)
-        year = frame["year_built"].to_numpy(dtype=float, na_value=np.nan)
-        use = pd.Categorical(frame["use_type"], categories=part.use_types).codes
+        take = slice(None) if rows is None else rows  # columns only: never copy the whole frame
+        footprint = frame["footprint_m2"].to_numpy(dtype=float, na_value=np.nan)[take]
+        height = frame["height_m"].to_numpy(dtype=float, na_value=np.nan)[take]
+        year = frame["year_built"].to_numpy(dtype=float, na_value=np.nan)[take]
+        use = pd.Categorical(frame["use_type"], categories=part.use_types).codes[take]
 
         part.count = np.bincount(zip_idx, minlength=n_zips)
         part.footprint_sum = np.bincount(zip_idx, weights=footprint, minlength=n_zips)
@@ -430,7 +436,7 @@ def _sweep(
             slow_zip, slow_building = _assign(shapely.from_wkb(wkb[slow]), zips, predicate)
             zip_idx = np.concatenate([zip_idx, slow_zip])
             building_idx = np.concatenate([building_idx, slow[slow_building]])
-        return _Partials.from_rows(n_zips, use_types, zip_idx, frame.iloc[building_idx])
+        return _Partials.from_rows(n_zips, use_types, zip_idx, frame, building_idx)
 
     total = _Partials(n_zips, use_types)
     bar = tqdm(
@@ -646,7 +652,7 @@ def summarize_by_zip(
     *,
     strategy: Strategy = "sweep",
     predicate: Predicate = "within",
-    chunk_size: int = 50_000,
+    chunk_size: int = 20_000,
     workers: int | None = None,
     progress: bool = False,
     log: MemoryLog | None = None,
@@ -703,7 +709,8 @@ def summarize_by_zip(
     predicate : {"within", "centroid"}
         Which buildings belong to a ZIP (see above).
     chunk_size : int
-        Rows per fetch (``sweep``, ``orm``).
+        Rows per fetch (``sweep``, ``orm``; default 20,000: the sweep holds ``workers + 1``
+        chunks, about 10 MB each).
     workers : int, optional
         Background threads matching chunks in ``sweep`` while the calling thread fetches;
         0 does everything in the calling thread. Default: one fewer than the CPUs, at least 1
@@ -769,7 +776,7 @@ def iter_buildings_by_zip(
     *,
     predicate: Predicate = "within",
     geometry: Literal["shapely", "wkb"] = "shapely",
-    chunk_size: int = 50_000,
+    chunk_size: int = 20_000,
     progress: bool = False,
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """Yield ``(zip_code, DataFrame)`` for each ZIP, holding only the requested building columns.

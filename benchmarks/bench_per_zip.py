@@ -176,6 +176,91 @@ def ratios(results: dict[str, dict[str, dict]], full: str, tenth: str | None) ->
     return out
 
 
+def engines(url: str, state: str) -> str:
+    """Compare GEOS (shapely) and SpatiaLite ``within`` pair by pair on a SpatiaLite database.
+
+    Three answers over every building: shapely's prepared ``contains`` (the GEOS bundled with
+    shapely), SpatiaLite's ``Within`` through the R*Tree with the float32 margin (the system
+    GEOS), and the same without the margin (the prefilter measured before this project). Run in
+    this process: ``DATABASE_URL`` is set before Django starts.
+    """
+    os.environ["DATABASE_URL"] = url
+    sys.path.insert(0, str(ROOT))
+    from analysis_lib import setup_django
+
+    setup_django()
+    import shapely
+    from django.db import connection
+
+    from analysis_lib import iter_frames
+    from analysis_lib._per_zip import _load_zips, _resolve_zips
+    from project.buildings.lookups import FLOAT32_MARGIN
+    from project.buildings.models import Building
+
+    if not connection.ops.spatialite:
+        raise SystemExit("--engines compares with SpatiaLite: give a spatialite:/// database")
+    zip_frame = _load_zips(_resolve_zips(state))
+    codes, zips = zip_frame.index.to_numpy(), zip_frame["boundary"].to_numpy()
+    shapely.prepare(zips)
+    geos = set()
+    for frame in iter_frames(Building.objects.order_by(), ["id", "boundary"], 50_000):
+        zip_idx, building_idx = shapely.STRtree(frame["boundary"].to_numpy()).query(
+            zips, predicate="contains"
+        )
+        ids = frame["id"].to_numpy()[building_idx]
+        geos.update(zip(codes[zip_idx].tolist(), ids.tolist(), strict=True))
+
+    def spatialite(margin: float) -> set:
+        m = repr(margin)
+        sql = (
+            "WITH z AS (SELECT code, boundary AS zb, MbrMinX(boundary) AS x0, "
+            "MbrMaxX(boundary) AS x1, MbrMinY(boundary) AS y0, MbrMaxY(boundary) AS y1 "
+            "FROM buildings_zipcode WHERE state = %s) "
+            "SELECT z.code, b.id FROM z CROSS JOIN idx_buildings_building_boundary AS r "
+            f"CROSS JOIN buildings_building AS b WHERE r.xmin >= z.x0 - ABS(z.x0) * {m} "
+            f"AND r.xmax <= z.x1 + ABS(z.x1) * {m} AND r.ymin >= z.y0 - ABS(z.y0) * {m} "
+            f"AND r.ymax <= z.y1 + ABS(z.y1) * {m} "
+            "AND b.ROWID = r.pkid AND Within(b.boundary, z.zb) > 0"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [state])
+            return set(map(tuple, cursor.fetchall()))
+
+    padded, unpadded = spatialite(FLOAT32_MARGIN), spatialite(0.0)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT geos_version(), spatialite_version()")
+        system_geos, spatialite_version = cursor.fetchone()
+    lines = [
+        f"- (ZIP, building) pairs with `within`, {Building.objects.count():,} buildings:",
+        f"  - GEOS {shapely.geos_version_string} (shapely, prepared contains): {len(geos):,}",
+        f"  - SpatiaLite {spatialite_version} `Within` (GEOS {system_geos}), R*Tree prefilter "
+        f"widened by 2**-22: {len(padded):,}",
+        f"  - the same, prefilter not widened: {len(unpadded):,}",
+        f"- in GEOS only: {sorted(geos - padded)[:10]}; in SpatiaLite only: "
+        f"{sorted(padded - geos)[:10]}",
+        f"- lost by the unwidened prefilter: {len(padded - unpadded)}",
+    ]
+    for code, building_id in sorted(padded - unpadded)[:10]:
+        z = zip_frame.loc[code, "boundary"]
+        building = Building.objects.get(id=building_id).boundary
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT xmin, xmax, ymin, ymax FROM idx_buildings_building_boundary "
+                "WHERE pkid = %s",
+                [building_id],
+            )
+            rx0, rx1, ry0, ry1 = cursor.fetchone()
+        zx0, zy0, zx1, zy1 = z.bounds
+        bx0, by0, bx1, by1 = building.extent
+        inside = min(bx0 - zx0, zx1 - bx1, by0 - zy0, zy1 - by1)
+        out = max(zx0 - rx0, rx1 - zx1, zy0 - ry0, ry1 - zy1)
+        lines.append(
+            f"  - ZIP {code}, building {building_id}: its box is {inside:.2g} degrees inside the "
+            f"ZIP's box, the R*Tree's float32 box {out:.2g} degrees outside it"
+        )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--child", choices=METHODS, help=argparse.SUPPRESS)
@@ -195,9 +280,19 @@ def main() -> None:
         help="Comma-separated subset of: " + ", ".join(METHODS),
     )
     parser.add_argument("--out", type=Path, help="Also write the markdown table to this file.")
+    parser.add_argument(
+        "--engines",
+        action="store_true",
+        help="Instead of timing, compare GEOS and SpatiaLite `within` pair by pair on the first "
+        "--db (SpatiaLite).",
+    )
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(args.child, args.state, args.sample, args.predicate)))
+        return
+    if args.engines:
+        first = (args.db or [f"full={os.environ.get('DATABASE_URL', '')}"])[0]
+        print(engines(first.split("=", 1)[1], args.state))
         return
 
     dbs = dict(

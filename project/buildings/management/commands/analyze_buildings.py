@@ -58,7 +58,7 @@ class Command(BaseCommand):
             help="Also draw a choropleth of buildings per km² by ZIP into this PNG file.",
         )
         parser.add_argument(
-            "--chunk-size", type=int, default=50_000, help="Rows per fetch (default 50000)."
+            "--chunk-size", type=int, default=20_000, help="Rows per fetch (default 20000)."
         )
         parser.add_argument(
             "--workers", type=int, default=None, help="Threads for the sweep (default 2)."

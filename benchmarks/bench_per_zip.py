@@ -4,7 +4,8 @@ Each measurement runs in a fresh Python process (so its peak RSS is its own), on
 databases (the full generated Massachusetts and a tenth of it), and the table reports ratios
 against the baselines measured in the same run:
 
-* ``sweep``, ``orm``, ``database``: ``summarize_by_zip(state, strategy=...)`` on every ZIP;
+* ``sweep``, ``orm``, ``database``: ``summarize_by_zip(state, strategy=...)`` on every ZIP
+  (``sweep, one thread``: ``workers=0``, no background thread);
 * ``stock values loop``: ``Building.objects.filter(boundary__within=zip.boundary)
   .values_list(...)`` per ZIP, GeoDjango's own lookup (a full table scan per ZIP on
   SpatiaLite), run on a sample of ZIPs evenly spread in code order and extrapolated to all ZIPs;
@@ -17,8 +18,9 @@ Usage::
         --db full=spatialite:///data/buildings.sqlite3 \\
         --db tenth=spatialite:///data/perzip_tenth.sqlite3 --sample 8 --out reports/bench_per_zip.md
 
-Timings on a shared 2-core machine are noisy: compare the ratios, and look at the load average
-printed with the table.
+Timings on a shared 2-core machine are noisy: compare the ratios, the CPU seconds (less
+sensitive to other jobs than wall seconds) and the load average printed with the table.
+``--engines`` instead compares GEOS and SpatiaLite ``within`` pair by pair on the first database.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-METHODS = ("sweep", "orm", "database", "stock values loop", "seed instances loop")
+METHODS = (
+    "sweep",
+    "sweep, one thread",
+    "orm",
+    "database",
+    "stock values loop",
+    "seed instances loop",
+)
 VALUE_FIELDS = ("footprint_m2", "height_m", "year_built", "use_type")
 
 
@@ -64,8 +73,9 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
     baseline = _rss_mib()
     start = time.perf_counter()
     cpu_start = time.process_time()
-    if method in ("sweep", "orm", "database"):
-        summary = summarize_by_zip(state, strategy=method, predicate=predicate)
+    if method in ("sweep", "sweep, one thread", "orm", "database"):
+        strategy, workers = method.split(",")[0], (0 if "one thread" in method else None)
+        summary = summarize_by_zip(state, strategy=strategy, predicate=predicate, workers=workers)
         seconds = time.perf_counter() - start
         return {
             "seconds": seconds,
@@ -117,9 +127,10 @@ def run_child(url: str, method: str, state: str, sample: int, predicate: str) ->
 
 def warm_page_cache(url: str) -> None:
     """Read a SpatiaLite file once so the first measurement does not pay for a cold disk."""
-    if url.startswith("spatialite:///"):
-        path = Path(url.removeprefix("spatialite://"))
-        with open(path, "rb") as handle:
+    if url.startswith("spatialite:"):
+        import dj_database_url
+
+        with open(dj_database_url.parse(url)["NAME"], "rb") as handle:
             while handle.read(1 << 24):
                 pass
 

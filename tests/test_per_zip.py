@@ -429,3 +429,15 @@ def test_wkb_polygon_bounds(geometry, expected):
     else:
         assert result[0].tolist() == expected and result[2].tolist() == expected
         assert result[0].tolist() == list(shapely.bounds(geom))
+
+
+def test_the_loaders_wkb_takes_the_fast_path(crafted):
+    # On both backends the loader's WKB is what wkb_polygon_bounds reads without GEOS.
+    import shapely
+
+    from analysis_lib._geo import wkb_polygon_bounds
+
+    wkb = read_frame(Building.objects.order_by("pk"), ["boundary"], geometry="wkb")["boundary"]
+    bounds = wkb_polygon_bounds(wkb.to_numpy())
+    assert np.isfinite(bounds).all()
+    np.testing.assert_array_equal(bounds, shapely.bounds(shapely.from_wkb(wkb.to_numpy())))

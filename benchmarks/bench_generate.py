@@ -13,10 +13,8 @@ template), or, when ``DATABASE_URL`` is a ``postgis://`` URL, that database
 ``blob-rebuild``  SpatiaLite BLOBs built with numpy instead of WKB parsed per row.
 ``rebuild``       and the per-row geometry-check and timestamp triggers dropped for the
                   load (restored after): the command's ``--method rebuild``.
-``packed-serial`` and the R*Tree bulk-loaded as a packed Hilbert R-tree instead of
-                  ``CreateSpatialIndex``, everything in one thread.
-``packed``        and generation/encoding in a worker thread while SQLite writes: the
-                  command's default.
+``packed``        and the R*Tree bulk-loaded as a packed Hilbert R-tree instead of
+                  ``CreateSpatialIndex``: the command's default.
 
 On PostGIS only ``naive`` (COPY with the GiST index in place) and ``packed`` (index
 dropped and recreated) differ.
@@ -50,14 +48,13 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKDIR = ROOT / "data" / "bench_generate"
 
 
-# variant -> (geometry, drop_row_triggers, index) of bulkload._Plan, prefetch depth
-VARIANTS: dict[str, tuple[tuple[str, bool, str], int]] = {
-    "naive": (("wkb", False, "triggers"), 1),
-    "wkb-rebuild": (("wkb", False, "rebuild"), 1),
-    "blob-rebuild": (("blob", False, "rebuild"), 1),
-    "rebuild": (("blob", True, "rebuild"), 1),
-    "packed-serial": (("blob", True, "packed"), 0),
-    "packed": (("blob", True, "packed"), 1),
+# variant -> (geometry, drop_row_triggers, index) of bulkload._Plan
+VARIANTS: dict[str, tuple[str, bool, str]] = {
+    "naive": ("wkb", False, "triggers"),
+    "wkb-rebuild": ("wkb", False, "rebuild"),
+    "blob-rebuild": ("blob", False, "rebuild"),
+    "rebuild": ("blob", True, "rebuild"),
+    "packed": ("blob", True, "packed"),
 }
 
 
@@ -76,11 +73,9 @@ def child(args: argparse.Namespace) -> None:
     from project.buildings import bulkload, synthetic
     from project.buildings.models import Building
 
-    plan, prefetch = VARIANTS[args.method]
-    bulkload._PLANS[args.method] = bulkload._Plan(*plan)
+    bulkload._PLANS[args.method] = bulkload._Plan(*VARIANTS[args.method])
     if args.method not in bulkload.METHODS:
         bulkload.METHODS = (*bulkload.METHODS, args.method)
-    bulkload.PREFETCH = prefetch
 
     synthetic.zip_cells()  # warm-up, not timed
     out = io.StringIO()

@@ -630,9 +630,7 @@ def test_memory_is_bounded_by_the_batch_not_the_table():
     for batch_size in (6_000, 300):
         tracemalloc.start()
         with transaction.atomic():
-            bulkload.load_buildings(
-                synthetic.iter_buildings(6_000, 1, batch_size), range(1, 495), prefetch=1
-            )
+            bulkload.load_buildings(synthetic.iter_buildings(6_000, 1, batch_size), range(1, 495))
             transaction.set_rollback(True)
         peaks[batch_size] = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()

@@ -35,9 +35,7 @@ backend; no user input reaches SQL text.
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -50,9 +48,6 @@ if TYPE_CHECKING:
 
 Method = Literal["packed", "rebuild", "naive"]
 METHODS: tuple[str, ...] = ("packed", "rebuild", "naive")
-
-#: Batches :func:`load_buildings` prepares ahead in a worker thread by default.
-PREFETCH = 1
 
 # SQLite page cache during a SpatiaLite load, in KiB (the default is 2,000 KiB)
 _LOAD_CACHE_KIB = 65_536
@@ -426,9 +421,9 @@ _PLANS: dict[str, _Plan] = {
 class _Loader:
     """One backend's way of writing batches.
 
-    ``begin`` once, then per batch ``prepare`` (pure numpy/Python, no database: it
-    runs in a worker thread) and ``insert`` (database, main thread), then ``finish``
-    after the last batch; ``close`` always, also after an error.
+    ``begin`` once, then per batch ``prepare`` (numpy/Python encoding, no database)
+    and ``insert``, then ``finish`` after the last batch; ``close`` always, also
+    after an error.
     """
 
     def __init__(self, connection: BaseDatabaseWrapper, method: str, zip_pk: np.ndarray) -> None:
@@ -627,35 +622,6 @@ def insert_batch(loader: _Loader, prepared: Any) -> None:
     loader.insert(prepared)
 
 
-def _prefetched(
-    batches: Iterable[BuildingBatch], prepare: Callable[[BuildingBatch], Any], depth: int
-) -> Iterator[tuple[int, Any]]:
-    """Yield ``(len(batch), prepare(batch))``, generating up to ``depth`` batches ahead.
-
-    Generation and encoding (numpy, shapely, building Python rows) run in one
-    worker thread while the caller writes to the database, which releases the GIL
-    inside SQLite and libpq. At most ``depth + 1`` prepared batches exist at once.
-    With ``depth=0`` everything runs in the calling thread.
-    """
-    it = iter(batches)
-
-    def produce() -> tuple[int, Any] | None:
-        batch = next(it, None)
-        return None if batch is None else (len(batch), prepare(batch))
-
-    if depth <= 0:
-        while (item := produce()) is not None:
-            yield item
-        return
-    # on an error in the caller, leaving the with-block waits for the (at most
-    # `depth`) batches in flight, so no thread outlives the load
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bulkload") as pool:
-        futures = deque(pool.submit(produce) for _ in range(depth))
-        while (item := futures.popleft().result()) is not None:
-            futures.append(pool.submit(produce))
-            yield item
-
-
 def load_buildings(
     batches: Iterable[BuildingBatch],
     zip_pk: Sequence[int] | np.ndarray,
@@ -663,7 +629,6 @@ def load_buildings(
     method: Method = "packed",
     using: str = "default",
     on_batch: Callable[[int], None] | None = None,
-    prefetch: int | None = None,
 ) -> LoadStats:
     """Load generated buildings into the empty ``Building`` table, all or nothing.
 
@@ -671,7 +636,9 @@ def load_buildings(
     ----------
     batches : iterable of BuildingBatch
         The buildings, e.g. from :func:`project.buildings.synthetic.iter_buildings`.
-        Consumed lazily: one batch is in memory at a time.
+        Consumed lazily: one batch is in memory at a time. (Generating the next
+        batch in a worker thread while SQLite writes was measured: no gain on two
+        cores, the GIL hand-offs eat it.)
     zip_pk : sequence of int
         Primary key of the ``ZipCode`` row of each cell index
         (``zip_pk[batch.zip_index]`` is stored in ``Building.zip``).
@@ -681,10 +648,6 @@ def load_buildings(
         Database alias.
     on_batch : callable, optional
         Called with the number of rows after each batch (a progress bar's ``update``).
-    prefetch : int, optional
-        Batches generated and encoded ahead in a worker thread while the current
-        one is written (0: no thread; default :data:`PREFETCH`). Memory holds
-        ``prefetch + 1`` batches.
 
     Returns
     -------
@@ -722,13 +685,12 @@ def load_buildings(
         start = time.perf_counter()
         try:
             loader.begin()
-            depth = PREFETCH if prefetch is None else prefetch
-            for size, prepared in _prefetched(batches, loader.prepare, depth):
-                insert_batch(loader, prepared)
-                rows += size
+            for batch in batches:
+                insert_batch(loader, loader.prepare(batch))
+                rows += len(batch)
                 n_batches += 1
                 if on_batch is not None:
-                    on_batch(size)
+                    on_batch(len(batch))
             inserted = time.perf_counter()
             loader.finish()
             indexed = time.perf_counter()

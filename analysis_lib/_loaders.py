@@ -8,6 +8,14 @@ turned into a DataFrame column by column: no model instances and no per-row
 Django converters. Column dtypes come from the model fields, and geometry
 columns are selected as WKB (``AsWKB``) and decoded with one
 ``shapely.from_wkb`` call per chunk.
+
+PostgreSQL: like ``QuerySet.iterator()``, this uses Django's
+``chunked_cursor()``. In autocommit mode Django declares it ``WITH HOLD``, so
+the server materialises the result (in its own memory or temp files) before
+the first chunk arrives; inside ``transaction.atomic()`` rows stream straight
+from the executor. The client holds one chunk either way.
+``DISABLE_SERVER_SIDE_CURSORS`` (for pgbouncer) is honoured as Django does,
+and then the driver receives the whole result at once.
 """
 
 from __future__ import annotations

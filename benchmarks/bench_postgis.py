@@ -24,7 +24,7 @@ is the client process's peak resident memory above that baseline (Dask: also the
 peak). Runs are interleaved over ``--repeat`` rounds and the table shows medians. Every result
 is compared with the SpatiaLite ``sweep`` of the same round: the last column counts the ZIPs
 whose building count differs. Timings on a shared 2-core machine are noisy: read the ratios,
-which compare runs of the same round.
+which compare runs of the same round. Seconds are medians, with (min-max) over the rounds.
 """
 
 from __future__ import annotations
@@ -243,10 +243,16 @@ def main() -> None:
         f"({args.state}), predicate={args.predicate}, median of {args.repeat} round(s)\n"
     )
     print(
-        "| run | SpatiaLite s | PostGIS s | PostGIS speed-up | SpatiaLite vs its sweep "
-        "| PostGIS vs its sweep | peak MiB SL / PG (client) | ZIPs differing SL / PG |"
+        "| run | SpatiaLite s | PostGIS s | PostGIS speed-up | SpatiaLite / its sweep "
+        "| PostGIS / its sweep | peak MiB SL / PG (client) | ZIPs differing SL / PG |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
+
+    def seconds(backend: str, run: str) -> str:
+        values = times[(backend, run)]
+        spread = f" ({min(values):.1f}-{max(values):.1f})" if len(values) > 1 else ""
+        return f"{statistics.median(values):.2f}{spread}"
+
     for run in names:
         sl, pg = med[("spatialite", run)], med[("postgis", run)]
         sl_sweep, pg_sweep = med[("spatialite", "sweep")], med[("postgis", "sweep")]
@@ -256,7 +262,8 @@ def main() -> None:
             for b in BACKENDS
         )
         print(
-            f"| {run} | {sl:.2f} | {pg:.2f} | {sl / pg:.2f}x | {sl / sl_sweep:.2f}x "
+            f"| {run} | {seconds('spatialite', run)} | {seconds('postgis', run)} | {sl / pg:.2f}x "
+            f"| {sl / sl_sweep:.2f}x "
             f"| {pg / pg_sweep:.2f}x | {peak} "
             f"| {diffs[('spatialite', run)]} / {diffs[('postgis', run)]} |"
         )

@@ -38,6 +38,9 @@ test: setup lint
 test-postgis: setup
 	bash scripts/postgis.sh run -- $(PY) -m pytest -q
 
+bench-loaders: setup
+	$(PY) benchmarks/bench_loaders.py
+
 memory-demo: setup
 	$(PY) benchmarks/memory_demo.py
 

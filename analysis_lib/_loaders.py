@@ -16,11 +16,27 @@ the first chunk arrives; inside ``transaction.atomic()`` rows stream straight
 from the executor. The client holds one chunk either way.
 ``DISABLE_SERVER_SIDE_CURSORS`` (for pgbouncer) is honoured as Django does,
 and then the driver receives the whole result at once.
+
+Engines: ``engine="dbapi"`` is the path above. ``engine="adbc"`` runs the same
+SQL on a second, Arrow-native connection (Apache Arrow ADBC:
+``adbc-driver-sqlite`` with ``mod_spatialite`` loaded, ``adbc-driver-postgresql``
+which reads with ``COPY ... BINARY``) and converts Arrow columns without one
+Python object per value. A second connection cannot see the uncommitted writes
+of Django's connection, so ADBC is only used outside ``transaction.atomic()``
+and never on an in-memory SQLite database. ``engine="auto"`` (the default)
+uses ADBC when the driver is installed and these conditions hold, else the
+DB-API path; on SQLite only for ``read_frame``/``read_geodataframe``, because
+SQLite is dynamically typed and the ADBC driver infers each column's type from
+its first batch and fails on a later batch of another type (a REAL column
+whose first rows are NULL, for example): ``read_frame`` then reruns the query
+on the DB-API path, which ``iter_frames`` cannot do once chunks have been
+handed out.
 """
 
 from __future__ import annotations
 
 import gc
+import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +54,29 @@ __all__ = ["iter_frames", "read_frame", "read_geodataframe"]
 DEFAULT_CHUNK_SIZE = 50_000
 GeometryFormat = Literal["shapely", "wkb"]
 _GEOMETRY_FORMATS = ("shapely", "wkb")
+Engine = Literal["auto", "dbapi", "adbc"]
+_ENGINES = ("auto", "dbapi", "adbc")
+_ADBC_KINDS = frozenset(
+    {"int", "float", "bool", "text", "category", "datetime", "date", "geometry"}
+)
+_ADBC_PARAM_TYPES = (bool, int, float, str, bytes)
+_LIBPQ_OPTIONS = frozenset(
+    {
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "sslpassword",
+        "connect_timeout",
+        "application_name",
+        "options",
+        "target_session_attrs",
+        "passfile",
+        "service",
+        "keepalives",
+        "keepalives_idle",
+    }
+)
 _WKB_ALIAS = "_analysis_lib_wkb_{}"
 
 _INT_TYPES = frozenset(
@@ -103,10 +142,14 @@ class _Plan:
     utc: bool
 
 
-def _check_common(queryset: Any, fields: Any, chunk_size: Any, geometry: Any) -> None:
+def _check_common(
+    queryset: Any, fields: Any, chunk_size: Any, geometry: Any, engine: Any = "auto"
+) -> None:
     """Raise TypeError/ValueError for bad arguments, before touching the database."""
     from django.db.models import Manager, QuerySet
 
+    if engine not in _ENGINES:
+        raise ValueError(f"engine was {engine!r} but is expected to be in {_ENGINES}")
     if not isinstance(queryset, QuerySet):
         hint = ""
         if isinstance(queryset, Manager):
@@ -511,6 +554,293 @@ def _iter_plan(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.Data
             bar.close()
 
 
+# ---------------------------------------------------------------------------
+# The ADBC engine: the same SQL on an Arrow-native second connection
+# ---------------------------------------------------------------------------
+
+
+class _AdbcUnavailable(Exception):
+    """The ADBC engine cannot run this plan; the message says why."""
+
+
+class _AdbcMidStream(RuntimeError):
+    """The ADBC engine failed after some chunks were already produced."""
+
+
+_PLACEHOLDER = re.compile(r"%%|%s")
+
+
+def _adbc_sql(sql: str, vendor: str) -> str:
+    """Django's ``%s`` placeholders as ``?`` (SQLite) or ``$1, $2, ...`` (PostgreSQL)."""
+    counter = iter(range(1, 1_000_000))
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group() == "%%":
+            return "%"
+        return "?" if vendor == "sqlite" else f"${next(counter)}"
+
+    return _PLACEHOLDER.sub(replace, sql)
+
+
+def _adbc_reason(plan: _Plan, connection: Any, iterating: bool, engine: str) -> str | None:
+    """Why the ADBC engine cannot read this plan on this connection (None: it can)."""
+    vendor = connection.vendor
+    if vendor not in ("sqlite", "postgresql"):
+        return f"ADBC is only wired for SQLite and PostgreSQL, not {vendor}"
+    module = "adbc_driver_sqlite" if vendor == "sqlite" else "adbc_driver_postgresql"
+    try:
+        __import__(f"{module}.dbapi")
+    except ImportError:
+        return f"the ADBC driver is not installed: pip install '{module.replace('_', '-')}>=1.13'"
+    if connection.in_atomic_block:
+        return (
+            "the Django connection is inside transaction.atomic(); a second (ADBC) connection "
+            "would not see its uncommitted rows"
+        )
+    if vendor == "sqlite" and connection.is_in_memory_db():
+        return "the SQLite database is in memory; a second (ADBC) connection cannot open it"
+    if vendor == "sqlite" and iterating and engine == "auto":
+        return (
+            "iter_frames on SQLite: the ADBC driver fixes column types from the first batch "
+            "and could fail after chunks were handed out"
+        )
+    for column in plan.columns:
+        if column.kind not in _ADBC_KINDS:
+            return f"column {column.name!r} needs Django's own converters"
+        if column.kind == "geometry" and not column.wkb_selected:
+            return f"geometry column {column.name!r} is not selected as WKB"
+    for value in plan.params:
+        if not isinstance(value, _ADBC_PARAM_TYPES):
+            return f"a query parameter of type {type(value).__name__} cannot be bound by ADBC"
+    return None
+
+
+def _postgres_uri(settings_dict: dict[str, Any]) -> str:
+    """Build a libpq URI from Django's connection settings (NAME, USER, PASSWORD, HOST, PORT)."""
+    from urllib.parse import quote, urlencode
+
+    user = quote(str(settings_dict.get("USER") or ""), safe="")
+    password = quote(str(settings_dict.get("PASSWORD") or ""), safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = str(settings_dict.get("HOST") or "")
+    query: dict[str, str] = {}
+    if host.startswith("/"):  # a Unix socket directory
+        query["host"] = host
+        host = ""
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    options = settings_dict.get("OPTIONS") or {}
+    query.update({k: str(v) for k, v in options.items() if k in _LIBPQ_OPTIONS})
+    name = quote(str(settings_dict.get("NAME") or ""), safe="")
+    tail = f"?{urlencode(query)}" if query else ""
+    return f"postgresql://{auth}{quote(host, safe='')}{port}/{name}{tail}"
+
+
+def _adbc_connect(connection: Any, chunk_size: int) -> Any:
+    """Open the second, ADBC connection on the database Django's connection points at."""
+    if connection.vendor == "sqlite":
+        import adbc_driver_sqlite.dbapi
+
+        conn = adbc_driver_sqlite.dbapi.connect(str(connection.settings_dict["NAME"]))
+        if getattr(connection.ops, "spatialite", False):
+            from django.conf import settings
+
+            conn.enable_load_extension(True)
+            paths = [getattr(settings, "SPATIALITE_LIBRARY_PATH", None), "mod_spatialite"]
+            for path in [p for p in paths if p]:
+                try:
+                    conn.load_extension(path)
+                    break
+                except Exception as exc:  # noqa: BLE001 - the driver's error class varies
+                    error = exc
+            else:
+                conn.close()
+                raise _AdbcUnavailable(f"the ADBC SQLite driver cannot load SpatiaLite: {error}")
+        return conn
+    import adbc_driver_postgresql.dbapi
+
+    return adbc_driver_postgresql.dbapi.connect(_postgres_uri(connection.settings_dict))
+
+
+def _rechunk(reader: Any, chunk_size: int) -> Iterator[Any]:
+    """Regroup a stream of Arrow record batches into tables of exactly ``chunk_size`` rows."""
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    held = 0
+    for batch in reader:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= chunk_size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, chunk_size)
+            rest = table.slice(chunk_size)
+            pending = rest.to_batches() if rest.num_rows else []
+            held = rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending)
+
+
+def _writable(values: np.ndarray) -> np.ndarray:
+    return values if values.flags.writeable else values.copy()
+
+
+def _arrow_convert(array: Any, column: _Column, plan: _Plan, connection: Any) -> Any:
+    """One Arrow column -> the same pandas values the DB-API path gives for it."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    kind, kind_type = column.kind, array.type
+    numeric = pa.types.is_integer(kind_type) or pa.types.is_floating(kind_type)
+    if pa.types.is_null(kind_type):
+        # No typed value in the column: all NULL, converted as the DB-API path converts None.
+        return _convert(np.full(len(array), None, dtype=object), column, plan, connection)
+    if kind == "int" and pa.types.is_integer(kind_type):
+        mask = array.is_null().to_numpy(zero_copy_only=False)
+        values = _writable(array.fill_null(0).cast(pa.int64()).to_numpy())
+        if not column.nullable and not mask.any():
+            return values
+        return pd.arrays.IntegerArray(values, mask)
+    if kind == "float" and numeric:
+        return _writable(array.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    if kind == "bool" and (pa.types.is_boolean(kind_type) or pa.types.is_integer(kind_type)):
+        mask = array.is_null().to_numpy(zero_copy_only=False)
+        values = _writable(array.fill_null(0).cast(pa.bool_()).to_numpy(zero_copy_only=False))
+        if not column.nullable and not mask.any():
+            return values
+        return pd.arrays.BooleanArray(values, mask)
+    if kind == "datetime" and pa.types.is_timestamp(kind_type):
+        index = pd.DatetimeIndex(array.to_pandas())
+        if plan.utc:
+            index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+        return index.as_unit("ns")
+    if kind == "date" and pa.types.is_date(kind_type):
+        return pd.DatetimeIndex(array.cast(pa.timestamp("ns")).to_pandas()).as_unit("ns")
+    binary = pa.types.is_binary(kind_type) or pa.types.is_large_binary(kind_type)
+    if binary or pa.types.is_string(kind_type) or pa.types.is_large_string(kind_type):
+        values = array.to_numpy(zero_copy_only=False)
+    else:  # anything unexpected: the Python values, converted exactly as on the DB-API path
+        values = np.array(array.to_pylist(), dtype=object)
+    return _convert(values, column, plan, connection)
+
+
+def _arrow_frame(table: Any, plan: _Plan, start: int, connection: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    data = {
+        c.name: _arrow_convert(table.column(c.position).combine_chunks(), c, plan, connection)
+        for c in plan.columns
+    }
+    return pd.DataFrame(data, index=pd.RangeIndex(start, start + table.num_rows), copy=False)
+
+
+def _iter_adbc(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.DataFrame]:
+    """Run the planned query on an ADBC connection and yield one DataFrame per chunk.
+
+    Raises _AdbcUnavailable (before the first chunk) when the connection or the query fails,
+    so that the caller can fall back to the DB-API path.
+    """
+    from django.db import connections
+
+    connection = connections[plan.db]
+    assert plan.sql is not None
+    try:
+        conn = _adbc_connect(connection, chunk_size)
+    except _AdbcUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the driver's error classes
+        raise _AdbcUnavailable(f"the ADBC connection failed: {exc}") from exc
+    bar = None
+    try:
+        cursor = conn.cursor()
+        if connection.vendor == "sqlite":
+            cursor.adbc_statement.set_options(
+                **{"adbc.sqlite.query.batch_rows": str(min(chunk_size, 1_000_000))}
+            )
+        try:
+            cursor.execute(_adbc_sql(plan.sql, connection.vendor), plan.params or None)
+            reader = cursor.fetch_record_batch()
+        except Exception as exc:  # noqa: BLE001
+            raise _AdbcUnavailable(f"ADBC could not run the query: {exc}") from exc
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=plan.queryset.count(), unit="rows", desc=plan.model.__name__)
+        start = 0
+        chunks = _rechunk(reader, chunk_size)
+        while True:
+            try:
+                table = next(chunks)
+            except StopIteration:
+                break
+            except Exception as exc:  # noqa: BLE001 - e.g. SQLite's type mismatch mid-stream
+                if start == 0:
+                    raise _AdbcUnavailable(f"ADBC failed reading the rows: {exc}") from exc
+                raise _AdbcMidStream(
+                    f"the ADBC engine failed after {start} rows were yielded: {exc}. "
+                    "Read this queryset with engine='dbapi'"
+                ) from exc
+            frame = _arrow_frame(table, plan, start, connection)
+            n = table.num_rows
+            table = None
+            start += n
+            if bar is not None:
+                bar.update(n)
+            yield frame
+            frame = None
+        if start == 0:
+            yield _frame([], plan, 0, connection)
+    finally:
+        if bar is not None:
+            bar.close()
+        conn.close()
+
+
+def _iter_engine(
+    plan: _Plan, chunk_size: int, progress: bool, engine: str, iterating: bool
+) -> Iterator[pd.DataFrame]:
+    """Pick the engine: ADBC when asked or possible, the DB-API path otherwise."""
+    from django.db import connections
+
+    if engine == "dbapi" or plan.sql is None:
+        yield from _iter_plan(plan, chunk_size, progress)
+        return
+    connection = connections[plan.db]
+    reason = _adbc_reason(plan, connection, iterating, engine)
+    if reason is not None:
+        if engine == "adbc":
+            raise ValueError(f"engine='adbc' cannot be used: {reason}")
+        yield from _iter_plan(plan, chunk_size, progress)
+        return
+    frames = _iter_adbc(plan, chunk_size, progress)
+    if not iterating:
+        # read_frame: nothing is handed out before the end, so any ADBC failure (SQLite's
+        # type inference meeting another type in a later batch) can still fall back.
+        try:
+            collected = list(frames)
+        except (_AdbcUnavailable, _AdbcMidStream) as exc:
+            collected = None
+            if engine == "adbc":
+                raise ValueError(f"engine='adbc' cannot be used: {exc}") from exc
+        if collected is None:
+            yield from _iter_plan(plan, chunk_size, progress)
+        else:
+            yield from collected
+        return
+    try:
+        first = next(frames)
+    except _AdbcUnavailable as exc:
+        if engine == "adbc":
+            raise ValueError(f"engine='adbc' cannot be used: {exc}") from exc
+        yield from _iter_plan(plan, chunk_size, progress)
+        return
+    yield first
+    first = None
+    yield from frames
+
+
 @contextmanager
 def _gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector while chunks pile up, then restore it.
@@ -556,6 +886,7 @@ def iter_frames(
     *,
     geometry: GeometryFormat = "shapely",
     progress: bool = False,
+    engine: Engine = "auto",
 ) -> Iterator[pd.DataFrame]:
     """Yield a QuerySet's rows as pandas DataFrames of at most ``chunk_size`` rows.
 
@@ -592,6 +923,14 @@ def iter_frames(
         Geometry columns as shapely geometries, or as the WKB ``bytes``.
     progress : bool, default False
         Show a tqdm progress bar; it runs one extra ``COUNT`` query for the total.
+    engine : {"auto", "dbapi", "adbc"}, default "auto"
+        ``"dbapi"``: Django's cursor. ``"adbc"``: an Arrow-native second
+        connection (packages ``adbc-driver-sqlite``/``adbc-driver-postgresql``),
+        faster on plain columns; it cannot see uncommitted writes, so it is
+        refused inside ``transaction.atomic()`` and on in-memory SQLite.
+        ``"auto"``: ADBC when installed and allowed, else DB-API; on SQLite
+        ``iter_frames`` keeps DB-API (see the module notes). Results are the
+        same values and dtypes either way.
 
     Returns
     -------
@@ -607,7 +946,8 @@ def iter_frames(
         If ``queryset`` is not a QuerySet, or ``fields``/``chunk_size`` have the wrong type.
     ValueError
         If a field name is unknown (the message names the model and its valid
-        fields), a name is repeated, ``chunk_size < 1``, or ``geometry`` is not allowed.
+        fields), a name is repeated, ``chunk_size < 1``, or ``geometry`` is not allowed;
+        or ``engine="adbc"`` cannot be used here (the message says why).
 
     Examples
     --------
@@ -618,9 +958,9 @@ def iter_frames(
     >>> for chunk in iter_frames(qs, ["id", "footprint_m2", "zip__code"], chunk_size=10_000):
     ...     total += chunk["footprint_m2"].sum()
     """
-    _check_common(queryset, fields, chunk_size, geometry)
+    _check_common(queryset, fields, chunk_size, geometry, engine)
     plan = _make_plan(queryset, fields, geometry)
-    return _iter_plan(plan, chunk_size, progress)
+    return _iter_engine(plan, chunk_size, progress, engine, iterating=True)
 
 
 def read_frame(
@@ -631,6 +971,7 @@ def read_frame(
     geometry: GeometryFormat = "shapely",
     index: str | None = None,
     progress: bool = False,
+    engine: Engine = "auto",
 ) -> pd.DataFrame:
     """Load a whole QuerySet into one DataFrame, built from :func:`iter_frames` chunks.
 
@@ -652,6 +993,10 @@ def read_frame(
         A selected column to use as the index (for example ``"id"``).
     progress : bool, default False
         Show a tqdm progress bar (runs one extra ``COUNT`` query).
+    engine : {"auto", "dbapi", "adbc"}, default "auto"
+        How rows are fetched (see :func:`iter_frames`). With ``"auto"`` an
+        ADBC read that fails (e.g. a SQLite column whose type changes between
+        batches) is rerun on the DB-API path.
 
     Returns
     -------
@@ -665,7 +1010,8 @@ def read_frame(
         If ``queryset`` is not a QuerySet, or an argument has the wrong type.
     ValueError
         If a field name is unknown, ``chunk_size < 1``, ``geometry`` is not
-        allowed, or ``index`` is not one of the selected columns.
+        allowed, ``index`` is not one of the selected columns, or
+        ``engine="adbc"`` cannot be used here (the message says why).
 
     Examples
     --------
@@ -679,13 +1025,13 @@ def read_frame(
     >>> list(df.columns)
     ['height_m', 'use_type', 'zip__code']
     """
-    _check_common(queryset, fields, chunk_size, geometry)
+    _check_common(queryset, fields, chunk_size, geometry, engine)
     plan = _make_plan(queryset, fields, geometry)
     names = [c.name for c in plan.columns]
     if index is not None and index not in names:
         raise ValueError(f"index {index!r} is not one of the selected columns {names}")
     with _gc_paused():
-        frame = _concat(list(_iter_plan(plan, chunk_size, progress)))
+        frame = _concat(list(_iter_engine(plan, chunk_size, progress, engine, iterating=False)))
     if index is not None:
         frame = frame.set_index(index)
     return frame
@@ -698,6 +1044,7 @@ def read_geodataframe(
     geometry_field: str | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
+    engine: Engine = "auto",
 ) -> geopandas.GeoDataFrame:
     """Load a QuerySet into a geopandas GeoDataFrame with the geometry field's CRS.
 
@@ -718,6 +1065,10 @@ def read_geodataframe(
         Rows fetched per batch.
     progress : bool, default False
         Show a tqdm progress bar (runs one extra ``COUNT`` query).
+    engine : {"auto", "dbapi", "adbc"}, default "auto"
+        How rows are fetched (see :func:`iter_frames`). With ``"auto"`` an
+        ADBC read that fails (e.g. a SQLite column whose type changes between
+        batches) is rerun on the DB-API path.
 
     Returns
     -------
@@ -742,7 +1093,7 @@ def read_geodataframe(
     >>> str(gdf.crs)
     'EPSG:4326'
     """
-    _check_common(queryset, fields, chunk_size, "shapely")
+    _check_common(queryset, fields, chunk_size, "shapely", engine)
     try:
         import geopandas
     except ImportError as exc:
@@ -765,7 +1116,7 @@ def read_geodataframe(
             f"choose one of {[c.name for c in geometry_columns]}"
         )
     with _gc_paused():
-        frame = _concat(list(_iter_plan(plan, chunk_size, progress)))
+        frame = _concat(list(_iter_engine(plan, chunk_size, progress, engine, iterating=False)))
     crs = {c.name: (f"EPSG:{c.srid}" if c.srid else None) for c in geometry_columns}
     for name, column_crs in crs.items():
         frame[name] = geopandas.GeoSeries(frame[name], crs=column_crs, index=frame.index)

@@ -20,7 +20,8 @@ Methods:
 4. ``raw cursor``: DB-API ``fetchall()`` + ``DataFrame.from_records`` (+ ``shapely.from_wkb`` on
    the geometry column): the practical limit, with no dtype mapping;
 5. ``read_frame`` and ``iter_frames`` (the consumer counts rows and drops each chunk), and
-   ``iter_frames`` on the first 100,000 rows, for the memory-flatness ratio.
+   ``iter_frames`` on the first 100,000 rows, for the memory-flatness ratio; each once with
+   ``engine="dbapi"`` (Django's cursor) and once with ``engine="adbc"`` (Arrow ADBC driver).
 
 The database is ``DATABASE_URL`` or ``--database-url`` (default: the SpatiaLite file
 ``data/loaders.sqlite3``); it is migrated and filled with synthetic buildings (seeded, raw SQL
@@ -53,6 +54,9 @@ METHODS = [
     "read_frame",
     "iter_frames",
     "iter_frames 100k",
+    "read_frame adbc",
+    "iter_frames adbc",
+    "iter_frames adbc 100k",
 ]
 
 
@@ -88,7 +92,8 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
     from analysis_lib._loaders import _make_plan
     from project.buildings.models import Building
 
-    limit = SMALL_ROWS if method == "iter_frames 100k" else rows
+    limit = SMALL_ROWS if method.endswith(" 100k") else rows
+    engine = "adbc" if " adbc" in method else "dbapi"
     qs = Building.objects.order_by("id")[:limit]
     plan = _make_plan(qs, fields, "wkb")  # the SQL read_frame runs (geometry as AsWKB)
     names = [c.name for c in plan.columns]
@@ -117,11 +122,11 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
             if "boundary" in df:
                 df["boundary"] = shapely.from_wkb(df["boundary"].to_numpy())
             return len(df)
-        if method == "read_frame":
-            return len(read_frame(qs, fields, chunk_size=chunk_size))
+        if method.startswith("read_frame"):
+            return len(read_frame(qs, fields, chunk_size=chunk_size, engine=engine))
         if method.startswith("iter_frames"):
             n = 0
-            for chunk in iter_frames(qs, fields, chunk_size=chunk_size):
+            for chunk in iter_frames(qs, fields, chunk_size=chunk_size, engine=engine):
                 n += len(chunk)
             return n
         raise ValueError(f"unknown method {method!r}")
@@ -307,28 +312,30 @@ def main(argv: list[str] | None = None) -> int:
                 r = _measure(method, fields, args, env)
                 results[method].append(r)
                 print(
-                    f"[bench] {run} #{rep + 1} {method:>17}: {r['rows']:>9,} rows "
+                    f"[bench] {run} #{rep + 1} {method:>27}: {r['rows']:>9,} rows "
                     f"{r['seconds']:6.2f} s  peak +{r['peak_mib']:6.0f} MiB",
                     flush=True,
                 )
         text, med = _table(f"{run} ({', '.join(fields)})", results, args.rows)
         report[run] = med
         print("\n" + text + "\n")
-        rf, it = med.get("read_frame"), med.get("iter_frames")
-        small = med.get("iter_frames 100k")
-        if rf and "django-pandas" in med and "raw cursor" in med:
-            print(
-                f"read_frame: {rf['rows_per_s'] / med['django-pandas']['rows_per_s']:.2f}x "
-                f"django-pandas (target >= 3x), "
-                f"{rf['rows_per_s'] / med['raw cursor']['rows_per_s']:.2f}x the raw cursor "
-                "(target >= 0.8x)"
-            )
-        if it and small:
-            print(
-                f"iter_frames peak at {it['rows']:,} rows / at {small['rows']:,} rows: "
-                f"{it['peak_mib']:.0f} / {small['peak_mib']:.0f} MiB = "
-                f"{it['peak_mib'] / small['peak_mib']:.2f} (target <= 1.2)"
-            )
+        for suffix, engine in (("", "dbapi"), (" adbc", "adbc")):
+            rf, it = med.get("read_frame" + suffix), med.get("iter_frames" + suffix)
+            small = med.get(f"iter_frames{suffix} 100k")
+            if rf and "django-pandas" in med and "raw cursor" in med:
+                print(
+                    f"read_frame ({engine}): "
+                    f"{rf['rows_per_s'] / med['django-pandas']['rows_per_s']:.2f}x "
+                    f"django-pandas (target >= 3x), "
+                    f"{rf['rows_per_s'] / med['raw cursor']['rows_per_s']:.2f}x the raw cursor "
+                    "(target >= 0.8x)"
+                )
+            if it and small:
+                print(
+                    f"iter_frames ({engine}) peak at {it['rows']:,} rows / at "
+                    f"{small['rows']:,} rows: {it['peak_mib']:.0f} / {small['peak_mib']:.0f} "
+                    f"MiB = {it['peak_mib'] / small['peak_mib']:.2f} (target <= 1.2)"
+                )
         print()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -19,7 +19,7 @@ import pyproj  # noqa: F401
 import pytest
 import shapely
 from django.contrib.gis.db.models.functions import Centroid
-from django.contrib.gis.geos import Polygon
+from django.contrib.gis.geos import MultiPolygon, Polygon
 from django.db import connection
 from django.db.models import (
     BooleanField,
@@ -623,3 +623,194 @@ def test_iterating_keeps_peak_near_one_chunk(db):
     # built, hence the margin), and far less than the whole result held at once.
     assert all_peak < 2.5 * one_peak, (all_peak, one_peak)
     assert all_peak < whole_peak / 3, (all_peak, whole_peak)
+
+
+# --- engines: the Arrow ADBC path gives what the DB-API path gives ------------------------------
+#
+# ADBC reads on a second connection, so it needs committed rows in a database a second
+# connection can open: on SpatiaLite a temporary file (the test database is in memory), on
+# PostGIS the test database with transaction=True.
+
+ADBC_ROWS = 120
+ADBC_ALIAS = "adbc_file"
+
+
+def _adbc_buildings(using: str) -> None:
+    """ADBC_ROWS buildings, committed; heights NULL for the first 50 rows (by id)."""
+    zip_a = ZipCode.objects.using(using).create(
+        code="02001", state="MA", boundary=MultiPolygon(Polygon.from_bbox((0, 0, 1, 1)), srid=4326)
+    )
+    uses = list(Building.UseType.values)
+    objs = []
+    for i in range(ADBC_ROWS):
+        boundary = Polygon.from_bbox((i * 0.001, 0, i * 0.001 + 0.0005, 0.0005))
+        boundary.srid = 4326
+        objs.append(
+            Building(
+                boundary=boundary,
+                footprint_m2=float(i) if i % 2 else i + 0.25,  # integer-valued and not
+                height_m=None if i < 50 else i / 4,
+                year_built=None if i % 3 == 0 else 1900 + i,
+                use_type=uses[i % len(uses)],
+                source_id=f"A{i:03d}" if i % 5 else "",
+                zip=None if i % 4 == 0 else zip_a,
+            )
+        )
+    Building.objects.using(using).bulk_create(objs)
+
+
+@pytest.fixture(scope="module")
+def adbc_file_alias(tmp_path_factory, django_db_blocker):
+    """A second database alias on a SpatiaLite FILE, migrated and filled (SpatiaLite only)."""
+    from django.core.management import call_command
+    from django.db import connections
+
+    if IS_POSTGIS:
+        pytest.skip("on PostGIS the ADBC tests use the test database itself")
+    path = tmp_path_factory.mktemp("adbc") / "adbc.sqlite3"
+    settings_dict = {**connections.settings["default"], "NAME": str(path), "TEST": {}}
+    connections.settings[ADBC_ALIAS] = settings_dict
+    with django_db_blocker.unblock():
+        call_command("migrate", database=ADBC_ALIAS, verbosity=0)
+        _adbc_buildings(ADBC_ALIAS)
+        yield ADBC_ALIAS
+        connections[ADBC_ALIAS].close()
+    del connections[ADBC_ALIAS]
+    del connections.settings[ADBC_ALIAS]
+
+
+@pytest.fixture
+def adbc_db(request):
+    """The alias of a database holding the committed ADBC buildings, on either backend."""
+    if IS_POSTGIS:
+        request.getfixturevalue("transactional_db")
+        _adbc_buildings("default")
+        return "default"
+    return request.getfixturevalue("adbc_file_alias")
+
+
+def _adbc_querysets(using: str) -> dict:
+    qs = Building.objects.using(using).order_by("id")
+    return {
+        "plain": (qs, ["id", "footprint_m2", "height_m", "year_built", "use_type", "source_id"]),
+        "related": (qs.filter(footprint_m2__gt=3), ["id", "zip", "zip__code", "zip__state"]),
+        "annotated": (
+            qs.annotate(
+                n=Count("zip__buildings"),
+                tall=ExpressionWrapper(Q(height_m__gt=20), output_field=BooleanField()),
+                day=Cast(Value("2023-02-01"), DateField()),
+                seen=Cast(Value("2024-05-06 07:08:09"), DateTimeField()),
+            ),
+            ["id", "n", "tall", "day", "seen"],
+        ),
+        "geometry": (qs, ["id", "boundary", "zip__boundary"]),
+        "empty": (qs.filter(footprint_m2__lt=-1), ["id", "height_m", "use_type", "boundary"]),
+    }
+
+
+@pytest.mark.parametrize("case", ["plain", "related", "annotated", "geometry", "empty"])
+@pytest.mark.parametrize("geometry", ["shapely", "wkb"])
+def test_adbc_engine_gives_the_dbapi_frame(adbc_db, case, geometry):
+    qs, fields = _adbc_querysets(adbc_db)[case]
+
+    dbapi = read_frame(qs, fields, geometry=geometry, engine="dbapi")
+    adbc = read_frame(qs, fields, geometry=geometry, engine="adbc")
+
+    assert len(dbapi) == qs.count()
+    if geometry == "shapely" and "boundary" in fields and len(dbapi):
+        assert shapely.equals(adbc["boundary"], dbapi["boundary"]).all()
+        adbc, dbapi = adbc.drop(columns="boundary"), dbapi.drop(columns="boundary")
+        assert shapely.equals(adbc["zip__boundary"].dropna(), dbapi["zip__boundary"].dropna()).all()
+        adbc, dbapi = adbc.drop(columns="zip__boundary"), dbapi.drop(columns="zip__boundary")
+    pd.testing.assert_frame_equal(adbc, dbapi)
+    plain = [f for f in fields if f not in ("boundary", "zip__boundary", "day", "seen")]
+    assert_same_as_orm(dbapi[plain], qs, plain)  # and both are what the ORM gives
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 50, ADBC_ROWS, ADBC_ROWS + 1])
+def test_adbc_chunks_are_rechunked_like_dbapi(adbc_db, chunk_size):
+    qs, fields = _adbc_querysets(adbc_db)["plain"]
+    fields = ["id", "footprint_m2", "year_built", "use_type"]  # no all-NULL first batch here
+
+    adbc = list(iter_frames(qs, fields, chunk_size=chunk_size, engine="adbc"))
+    dbapi = list(iter_frames(qs, fields, chunk_size=chunk_size, engine="dbapi"))
+
+    assert [len(c) for c in adbc] == [len(c) for c in dbapi]
+    assert len(adbc) == math.ceil(ADBC_ROWS / chunk_size)
+    for a, d in zip(adbc, dbapi, strict=True):
+        pd.testing.assert_frame_equal(a, d)
+
+
+def test_adbc_auto_is_used_and_params_stay_params(adbc_db, monkeypatch):
+    from analysis_lib import _loaders
+
+    calls = []
+    real = _loaders._iter_adbc
+    monkeypatch.setattr(_loaders, "_iter_adbc", lambda *a, **k: calls.append(1) or real(*a, **k))
+    evil = "x'); DROP TABLE buildings_building; --"
+    qs = Building.objects.using(adbc_db).filter(source_id__in=[evil, "A001", "100%"])
+
+    df = read_frame(qs, ["id", "source_id"])  # engine="auto"
+
+    assert calls == [1]
+    assert df["source_id"].tolist() == ["A001"]
+    assert Building.objects.using(adbc_db).count() == ADBC_ROWS
+
+
+@pytest.mark.skipif(IS_POSTGIS, reason="SQLite's dynamic typing; PostgreSQL columns are typed")
+def test_adbc_sqlite_type_change_between_batches(adbc_db):
+    # height_m is NULL in the first 50 rows: with 10-row batches the driver types the column
+    # from NULLs, then meets REALs. read_frame reruns on DB-API; iter_frames says so.
+    qs = Building.objects.using(adbc_db).order_by("id")
+    fields = ["id", "height_m"]
+    expected = read_frame(qs, fields, chunk_size=10, engine="dbapi")
+
+    pd.testing.assert_frame_equal(read_frame(qs, fields, chunk_size=10), expected)
+    with pytest.raises(ValueError, match="engine='adbc' cannot be used: .*yielded"):
+        read_frame(qs, fields, chunk_size=10, engine="adbc")
+    chunks = iter_frames(qs, fields, chunk_size=10, engine="adbc")
+    assert len(next(chunks)) == 10
+    with pytest.raises(RuntimeError, match="engine='dbapi'"):
+        list(chunks)
+    # auto keeps iter_frames on DB-API on SQLite, so it never fails half-way
+    auto = pd.concat(iter_frames(qs, fields, chunk_size=10), ignore_index=True)
+    pd.testing.assert_frame_equal(auto, expected)
+
+
+def test_adbc_is_refused_inside_atomic_where_auto_sees_uncommitted_rows(adbc_db):
+    from django.db import transaction
+
+    qs = Building.objects.using(adbc_db).order_by("id")
+    with transaction.atomic(using=adbc_db):
+        Building.objects.using(adbc_db).filter(id=qs.first().id).update(source_id="uncommitted")
+        with pytest.raises(ValueError, match="atomic"):
+            read_frame(qs, ["id"], engine="adbc")
+        df = read_frame(qs, ["id", "source_id"])
+        assert df["source_id"].iloc[0] == "uncommitted"
+        transaction.set_rollback(True, using=adbc_db)
+
+
+@pytest.mark.django_db
+def test_adbc_refused_on_the_test_database(buildings):
+    # pytest-django's test database: in memory on SpatiaLite, in a transaction on PostGIS.
+    with pytest.raises(ValueError, match="engine='adbc' cannot be used: .*(in memory|atomic)"):
+        read_frame(buildings, ["id"], engine="adbc")
+    with pytest.raises(ValueError, match="engine='adbc' cannot be used"):
+        next(iter_frames(buildings, ["id"], engine="adbc"))
+    assert len(read_frame(buildings, ["id"])) == N_BUILDINGS  # auto: DB-API
+
+
+def test_adbc_without_the_driver(adbc_db, monkeypatch):
+    qs = Building.objects.using(adbc_db).order_by("id")
+    for name in ("adbc_driver_sqlite.dbapi", "adbc_driver_postgresql.dbapi"):
+        monkeypatch.setitem(sys.modules, name, None)  # import raises ImportError
+
+    with pytest.raises(ValueError, match="not installed: pip install 'adbc-driver-"):
+        read_frame(qs, ["id"], engine="adbc")
+    assert len(read_frame(qs, ["id"])) == ADBC_ROWS
+
+
+@pytest.mark.parametrize("engine", ["ADBC", "", None, "pyarrow"])
+def test_bad_engine(engine):
+    with pytest.raises(ValueError, match="engine was"):
+        read_frame(Building.objects.all(), ["id"], engine=engine)

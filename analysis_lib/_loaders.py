@@ -707,7 +707,8 @@ def _arrow_convert(array: Any, column: _Column, plan: _Plan, connection: Any) ->
         return _writable(array.cast(pa.float64()).to_numpy(zero_copy_only=False))
     if kind == "bool" and (pa.types.is_boolean(kind_type) or pa.types.is_integer(kind_type)):
         mask = array.is_null().to_numpy(zero_copy_only=False)
-        values = _writable(array.fill_null(0).cast(pa.bool_()).to_numpy(zero_copy_only=False))
+        filled = array.fill_null(pa.scalar(False if pa.types.is_boolean(kind_type) else 0))
+        values = _writable(filled.cast(pa.bool_()).to_numpy(zero_copy_only=False))
         if not column.nullable and not mask.any():
             return values
         return pd.arrays.BooleanArray(values, mask)

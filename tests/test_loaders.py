@@ -633,6 +633,8 @@ def test_iterating_keeps_peak_near_one_chunk(db):
 
 ADBC_ROWS = 120
 ADBC_ALIAS = "adbc_file"
+# PostGIS: committed rows in the test database; SpatiaLite: no test database, a file alias.
+adbc_db_mark = pytest.mark.django_db(transaction=True) if IS_POSTGIS else pytest.mark.usefixtures()
 
 
 def _adbc_buildings(using: str) -> None:
@@ -683,7 +685,6 @@ def adbc_file_alias(tmp_path_factory, django_db_blocker):
 def adbc_db(request):
     """The alias of a database holding the committed ADBC buildings, on either backend."""
     if IS_POSTGIS:
-        request.getfixturevalue("transactional_db")
         _adbc_buildings("default")
         return "default"
     return request.getfixturevalue("adbc_file_alias")
@@ -708,6 +709,7 @@ def _adbc_querysets(using: str) -> dict:
     }
 
 
+@adbc_db_mark
 @pytest.mark.parametrize("case", ["plain", "related", "annotated", "geometry", "empty"])
 @pytest.mark.parametrize("geometry", ["shapely", "wkb"])
 def test_adbc_engine_gives_the_dbapi_frame(adbc_db, case, geometry):
@@ -727,6 +729,7 @@ def test_adbc_engine_gives_the_dbapi_frame(adbc_db, case, geometry):
     assert_same_as_orm(dbapi[plain], qs, plain)  # and both are what the ORM gives
 
 
+@adbc_db_mark
 @pytest.mark.parametrize("chunk_size", [1, 7, 50, ADBC_ROWS, ADBC_ROWS + 1])
 def test_adbc_chunks_are_rechunked_like_dbapi(adbc_db, chunk_size):
     qs, fields = _adbc_querysets(adbc_db)["plain"]
@@ -741,6 +744,7 @@ def test_adbc_chunks_are_rechunked_like_dbapi(adbc_db, chunk_size):
         pd.testing.assert_frame_equal(a, d)
 
 
+@adbc_db_mark
 def test_adbc_auto_is_used_and_params_stay_params(adbc_db, monkeypatch):
     from analysis_lib import _loaders
 
@@ -757,6 +761,7 @@ def test_adbc_auto_is_used_and_params_stay_params(adbc_db, monkeypatch):
     assert Building.objects.using(adbc_db).count() == ADBC_ROWS
 
 
+@adbc_db_mark
 @pytest.mark.skipif(IS_POSTGIS, reason="SQLite's dynamic typing; PostgreSQL columns are typed")
 def test_adbc_sqlite_type_change_between_batches(adbc_db):
     # height_m is NULL in the first 50 rows: with 10-row batches the driver types the column
@@ -777,6 +782,7 @@ def test_adbc_sqlite_type_change_between_batches(adbc_db):
     pd.testing.assert_frame_equal(auto, expected)
 
 
+@adbc_db_mark
 def test_adbc_is_refused_inside_atomic_where_auto_sees_uncommitted_rows(adbc_db):
     from django.db import transaction
 
@@ -800,6 +806,7 @@ def test_adbc_refused_on_the_test_database(buildings):
     assert len(read_frame(buildings, ["id"])) == N_BUILDINGS  # auto: DB-API
 
 
+@adbc_db_mark
 def test_adbc_without_the_driver(adbc_db, monkeypatch):
     qs = Building.objects.using(adbc_db).order_by("id")
     for name in ("adbc_driver_sqlite.dbapi", "adbc_driver_postgresql.dbapi"):

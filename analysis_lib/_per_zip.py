@@ -31,7 +31,6 @@ places such a building on purpose, and the tests compare every strategy with the
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -663,7 +662,7 @@ def summarize_by_zip(
     strategy: Strategy = "sweep",
     predicate: Predicate = "within",
     chunk_size: int = 20_000,
-    workers: int | None = None,
+    workers: int = 0,
     progress: bool = False,
     log: MemoryLog | None = None,
 ) -> pd.DataFrame:
@@ -692,10 +691,10 @@ def summarize_by_zip(
         the rest, the footprints near a border (about 7% of the generated Massachusetts), are
         decoded with ``shapely.from_wkb`` and matched with an ``STRtree`` over the chunk queried
         with the prepared ZIP polygons (``contains``). Both steps are exact: the raster only
-        answers when the box is inside one ZIP's interior. Chunks are matched in ``workers``
-        background threads while the calling thread fetches the next one (numpy and GEOS
-        release the GIL). Memory: ``workers + 1`` chunks, the raster (8 MB), fixed per-ZIP
-        aggregates, and 8 bytes per assigned building for the exact footprint medians.
+        answers when the box is inside one ZIP's interior. With ``workers=1`` or more, chunks are
+        matched in background threads while the calling thread fetches the next one. Memory:
+        ``workers + 1`` chunks, the raster (8 MB), fixed per-ZIP aggregates, and 8 bytes per
+        assigned building for the exact footprint medians.
     ``"orm"``
         The classic per-ZIP loop, fixed: one query per ZIP with the index-aware lookup
         ``boundary__within_indexed`` (``bboverlaps_indexed`` plus a centroid test for
@@ -726,10 +725,12 @@ def summarize_by_zip(
     chunk_size : int
         Rows per fetch (``sweep``, ``orm``; default 20,000: the sweep holds ``workers + 1``
         chunks, about 10 MB each).
-    workers : int, optional
-        Background threads matching chunks in ``sweep`` while the calling thread fetches;
-        0 does everything in the calling thread. Default: one fewer than the CPUs, at least 1
-        and at most 4.
+    workers : int
+        Background threads matching chunks in ``sweep`` while the calling thread fetches the
+        next one; 0 (default) does everything in the calling thread. On the 2-core machine of
+        ``benchmarks/bench_per_zip.py`` one worker thread did not pay (1.0-1.3x slower, more CPU):
+        once the raster spares GEOS, the time goes to building rows and DataFrames, which hold
+        the GIL. Worth trying on more cores or with heavier per-chunk work.
     progress : bool
         Show a tqdm progress bar.
     log : MemoryLog, optional
@@ -766,8 +767,6 @@ def summarize_by_zip(
     _check_choice("strategy", strategy, STRATEGIES)
     _check_choice("predicate", predicate, PREDICATES)
     _check_positive("chunk_size", chunk_size)
-    if workers is None:
-        workers = max(1, min(4, (os.cpu_count() or 1) - 1))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"`workers` must be a non-negative integer, got {workers!r}")
     zips_qs = _resolve_zips(zips)

@@ -441,3 +441,64 @@ def test_the_loaders_wkb_takes_the_fast_path(crafted):
     bounds = wkb_polygon_bounds(wkb.to_numpy())
     assert np.isfinite(bounds).all()
     np.testing.assert_array_equal(bounds, shapely.bounds(shapely.from_wkb(wkb.to_numpy())))
+
+
+ADBC_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+from analysis_lib import setup_django
+setup_django()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from pandas.testing import assert_frame_equal
+from analysis_lib import summarize_by_zip
+from analysis_lib._loaders import _AdbcMidStream
+from project.buildings.models import Building
+from tests.per_zip_fixtures import make_buildings, make_zips
+make_zips()
+make_buildings(seed=13, n=300)
+result = {{}}
+dbapi = summarize_by_zip("MA", engine="dbapi", chunk_size=50)
+adbc = summarize_by_zip("MA", engine="adbc", chunk_size=50)
+assert_frame_equal(adbc, dbapi, check_exact=False, rtol=1e-12)
+result["adbc equals dbapi"] = True
+# The first batch without any height: ADBC types the column from it and fails later on.
+first = list(Building.objects.order_by("pk").values_list("pk", flat=True)[:50])
+Building.objects.filter(pk__in=first).update(height_m=None)
+dbapi = summarize_by_zip("MA", engine="dbapi", chunk_size=50)
+try:
+    summarize_by_zip("MA", engine="adbc", chunk_size=50)
+    result["adbc failed mid-stream"] = False
+except _AdbcMidStream:
+    result["adbc failed mid-stream"] = True
+auto = summarize_by_zip("MA", engine="auto", chunk_size=50)
+assert_frame_equal(auto, dbapi, check_exact=False, rtol=1e-12)
+result["auto restarted on dbapi"] = True
+print(json.dumps(result))
+"""
+
+
+@requires_spatialite
+def test_sweep_reads_with_adbc_and_restarts_on_dbapi_when_adbc_fails(tmp_path):
+    # ADBC needs a database file outside a transaction: a fresh process on its own file.
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from analysis_lib._django import PROJECT_ROOT
+
+    env = {**os.environ, "DATABASE_URL": f"spatialite:///{tmp_path / 'adbc.sqlite3'}"}
+    done = subprocess.run(
+        [sys.executable, "-c", ADBC_SCRIPT.format(root=str(PROJECT_ROOT))],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "adbc equals dbapi": True,
+        "adbc failed mid-stream": True,
+        "auto restarted on dbapi": True,
+    }

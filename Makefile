@@ -11,7 +11,7 @@ STATE ?= MA
 STRATEGY ?= sweep
 export DATABASE_URL
 
-.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-loaders bench-per-zip memory-demo format clean
+.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-loaders bench-per-zip bench-postgis memory-demo format clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -40,6 +40,12 @@ test-postgis: setup
 
 bench-loaders: setup
 	$(PY) benchmarks/bench_loaders.py
+
+BENCH_SQLITE ?= $(CURDIR)/data/bench.sqlite3
+bench-postgis: setup
+	DATABASE_URL=spatialite:///$(BENCH_SQLITE) $(PY) manage.py migrate --no-input -v 0
+	DATABASE_URL=spatialite:///$(BENCH_SQLITE) $(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --if-missing
+	bash scripts/postgis.sh run -- bash -c '$(PY) manage.py migrate --no-input -v 0 && $(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --no-progress && $(PY) benchmarks/bench_postgis.py --spatialite spatialite:///$(BENCH_SQLITE)'
 
 memory-demo: setup
 	$(PY) benchmarks/memory_demo.py

@@ -58,6 +58,7 @@ _EXPORTS: dict[str, str] = {
     "closing_summary": "_report",
     # scale-out
     "to_dask": "_dask",
+    "summarize_by_zip_distributed": "_dask",
 }
 
 __all__ = [
@@ -92,6 +93,7 @@ __all__ = [
     "select_zips",
     "setup_django",
     "summarize_by_zip",
+    "summarize_by_zip_distributed",
     "to_dask",
     "top_allocations",
     "track",
@@ -101,7 +103,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._dask import to_dask
+    from ._dask import summarize_by_zip_distributed, to_dask
     from ._django import setup_django
     from ._loaders import iter_frames, read_frame, read_geodataframe
     from ._memory import (

@@ -360,6 +360,9 @@ def test_counts_and_zip_boundaries(generated):
     _, zips = zip_frame()
     assert set(shapely.get_type_id(zips)) == {6}  # MultiPolygon
     assert shapely.is_valid(zips).all()
+    # stored exactly as generated (no precision lost on the way)
+    cells = synthetic.zip_cells()
+    assert shapely.to_wkb(zips).tolist() == [shapely.to_wkb(c.boundary) for c in cells]
     assert sorted(ZipCode.objects.values_list("code", flat=True)) == [
         c.code for c in synthetic.zip_cells()
     ]

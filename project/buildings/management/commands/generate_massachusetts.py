@@ -64,6 +64,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        import shapely
         from django.contrib.gis.geos import GEOSGeometry
         from django.core.management.color import no_style
         from django.db import DEFAULT_DB_ALIAS, connections, transaction
@@ -118,7 +119,7 @@ class Command(BaseCommand):
                     state="MA",
                     city=cell.city,
                     county=cell.county,
-                    boundary=GEOSGeometry(cell.boundary.wkt, srid=4326),
+                    boundary=GEOSGeometry(shapely.to_wkb(cell.boundary, hex=True), srid=4326),
                 )
                 for cell in cells
             )

@@ -11,7 +11,7 @@ STATE ?= MA
 STRATEGY ?= sweep
 export DATABASE_URL
 
-.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-loaders bench-per-zip bench-postgis memory-demo format clean
+.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-generate bench-loaders bench-per-zip bench-postgis memory-demo format clean
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -37,6 +37,9 @@ test: setup lint
 
 test-postgis: setup
 	bash scripts/postgis.sh run -- $(PY) -m pytest -q
+
+bench-generate: setup
+	$(PY) benchmarks/bench_generate.py
 
 bench-loaders: setup
 	$(PY) benchmarks/bench_loaders.py

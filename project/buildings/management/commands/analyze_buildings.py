@@ -61,7 +61,10 @@ class Command(BaseCommand):
             "--chunk-size", type=int, default=20_000, help="Rows per fetch (default 20000)."
         )
         parser.add_argument(
-            "--workers", type=int, default=0, help="Background threads for the sweep (default 0)."
+            "--workers",
+            type=int,
+            default=None,
+            help="Background threads for the sweep (default 1 with two CPUs or more, else 0).",
         )
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not show the progress bar."

@@ -760,6 +760,10 @@ def _iter_adbc(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.Data
             cursor.adbc_statement.set_options(
                 **{"adbc.sqlite.query.batch_rows": str(min(chunk_size, 1_000_000))}
             )
+        else:  # the driver's default batch is 16 MB: many chunks of a narrow row, held at once
+            cursor.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(4 * 1024 * 1024)}
+            )
         try:
             cursor.execute(_adbc_sql(plan.sql, connection.vendor), plan.params or None)
             reader = cursor.fetch_record_batch()

@@ -7,7 +7,9 @@ import analysis_lib
 
 
 def test_all_matches_the_export_table():
-    assert sorted(analysis_lib.__all__) == sorted([*analysis_lib._EXPORTS, "load_ipython_extension"])
+    assert sorted(analysis_lib.__all__) == sorted(
+        [*analysis_lib._EXPORTS, "load_ipython_extension"]
+    )
 
 
 def test_unknown_attribute_is_an_attribute_error():

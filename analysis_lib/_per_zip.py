@@ -31,7 +31,6 @@ places such a building on purpose, and the tests compare every strategy with the
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -688,7 +687,7 @@ def summarize_by_zip(
     strategy: Strategy = "sweep",
     predicate: Predicate = "within",
     chunk_size: int = 20_000,
-    workers: int | None = None,
+    workers: int = 0,
     engine: Literal["auto", "dbapi", "adbc"] = "auto",
     progress: bool = False,
     log: MemoryLog | None = None,
@@ -752,13 +751,13 @@ def summarize_by_zip(
     chunk_size : int
         Rows per fetch (``sweep``, ``orm``; default 20,000: the sweep holds ``workers + 1``
         chunks, about 10 MB each).
-    workers : int, optional
+    workers : int
         Background threads matching chunks in ``sweep`` while the calling thread fetches the
-        next one; 0 does everything in the calling thread. Default: 1 on a machine with two
-        CPUs or more, else 0. On the 2-core machine of ``benchmarks/bench_per_zip.py`` the
-        thread saves 3-15% of the wall time with the ADBC engine (4.0-4.5 s against 4.6-4.8 s on
-        2,000,000 buildings); the rest is GIL-bound (building rows and DataFrames). Under heavy
-        load from other jobs, on DB-API, it cost up to 30% instead.
+        next one; 0 (default) does everything in the calling thread. Measured on the 2-core
+        machine of ``benchmarks/bench_per_zip.py`` (2,000,000 buildings, five runs each): median
+        4.2 s without a thread and 4.1 s with one, and CPU time equal to wall time in both: the
+        pass is GIL-bound (building rows and DataFrames), so the second core stays idle. The
+        option is there for heavier per-chunk work.
     engine : {"auto", "dbapi", "adbc"}
         How ``sweep`` reads the rows (see :func:`~analysis_lib.iter_frames`). ``"auto"``
         (default) uses the Arrow-native ADBC engine when it can run here (a database file or
@@ -804,8 +803,6 @@ def summarize_by_zip(
     _check_choice("predicate", predicate, PREDICATES)
     _check_positive("chunk_size", chunk_size)
     _check_choice("engine", engine, ("auto", "dbapi", "adbc"))
-    if workers is None:
-        workers = 1 if (os.cpu_count() or 1) >= 2 else 0
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"`workers` must be a non-negative integer, got {workers!r}")
     zips_qs = _resolve_zips(zips)

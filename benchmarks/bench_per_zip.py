@@ -5,8 +5,8 @@ databases (the full generated Massachusetts and a tenth of it), and the table re
 against the baselines measured in the same run:
 
 * ``sweep``, ``orm``, ``database``: ``summarize_by_zip(state, strategy=...)`` on every ZIP
-  (``sweep`` with its default ``workers=1`` on two CPUs: chunks matched in a background thread
-  while the next one is fetched; ``sweep (no worker thread)``: ``workers=0``);
+  (``sweep (1 worker thread)``: ``workers=1``, chunks matched in a background thread while
+  the next one is fetched);
 * ``stock values loop``: ``Building.objects.filter(boundary__within=zip.boundary)
   .values_list(...)`` per ZIP, GeoDjango's own lookup (a full table scan per ZIP on
   SpatiaLite), run on a sample of ZIPs evenly spread in code order and extrapolated to all ZIPs;
@@ -38,7 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = (
     "sweep",
-    "sweep (no worker thread)",
+    "sweep (1 worker thread)",
     "orm",
     "database",
     "stock values loop",
@@ -74,8 +74,8 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
     baseline = _rss_mib()
     start = time.perf_counter()
     cpu_start = time.process_time()
-    if method in ("sweep", "sweep (no worker thread)", "orm", "database"):
-        strategy, workers = method.split()[0], (0 if "no worker" in method else None)
+    if method in ("sweep", "sweep (1 worker thread)", "orm", "database"):
+        strategy, workers = method.split()[0], (1 if "worker" in method else 0)
         summary = summarize_by_zip(state, strategy=strategy, predicate=predicate, workers=workers)
         seconds = time.perf_counter() - start
         return {

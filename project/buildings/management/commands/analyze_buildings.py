@@ -63,8 +63,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers",
             type=int,
-            default=None,
-            help="Background threads for the sweep (default 1 with two CPUs or more, else 0).",
+            default=0,
+            help="Background threads for the sweep (default 0: it is GIL-bound).",
         )
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not show the progress bar."

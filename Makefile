@@ -26,7 +26,22 @@ export NOTEBOOK_PARAMETERS
 notebooks: data
 	$(PY) scripts/run_notebooks.py --output-dir reports -p state $(STATE) -p strategy $(STRATEGY)
 
-demo: data notebooks
+STATE_LC = $(shell echo $(STATE) | tr '[:upper:]' '[:lower:]')
+TENTH_DATABASE_URL ?= spatialite:///$(CURDIR)/data/buildings_tenth.sqlite3
+
+analyze: data
+	$(PY) manage.py analyze_buildings --state $(STATE) --strategy $(STRATEGY) \
+		--out reports/$(STATE_LC)_by_zip.csv --map reports/$(STATE_LC)_buildings_per_km2.png
+
+demo: data notebooks analyze
+
+bench-per-zip: data
+	DATABASE_URL=$(TENTH_DATABASE_URL) $(PY) manage.py migrate --no-input -v 0
+	DATABASE_URL=$(TENTH_DATABASE_URL) $(PY) manage.py generate_massachusetts \
+		--buildings $$(( $(BUILDINGS) / 10 )) --seed $(SEED) --if-missing
+	$(PY) benchmarks/bench_per_zip.py \
+		--db full=$${DATABASE_URL:-spatialite:///$(CURDIR)/data/buildings.sqlite3} \
+		--db tenth=$(TENTH_DATABASE_URL) --out reports/bench_per_zip.md
 
 lint: setup
 	$(PY) -m ruff check .

@@ -68,6 +68,8 @@ bench-postgis: setup
 memory-demo: setup
 	$(PY) benchmarks/memory_demo.py
 
+bench: bench-generate bench-loaders bench-per-zip memory-demo
+
 format: setup
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .

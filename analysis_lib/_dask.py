@@ -42,19 +42,6 @@ _INSTALL = "pip install 'analysis-lib[dask]' (or: conda install -c conda-forge d
 # Connection settings that identify a database (the rest are options of the connection).
 _IDENTITY = ("ENGINE", "NAME", "HOST", "PORT", "USER")
 _ALIAS_LOCK = threading.Lock()
-_INTEGER_KEYS = frozenset(
-    {
-        "AutoField",
-        "BigAutoField",
-        "SmallAutoField",
-        "IntegerField",
-        "BigIntegerField",
-        "SmallIntegerField",
-        "PositiveIntegerField",
-        "PositiveBigIntegerField",
-        "PositiveSmallIntegerField",
-    }
-)
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,8 +130,10 @@ def _check_queryset(queryset: Any, caller: str) -> None:
             "DataFrame instead (ddf.groupby(...))"
         )
     pk = queryset.model._meta.pk
+    from ._loaders import _INT_TYPES
+
     internal = (pk.target_field if pk.is_relation else pk).get_internal_type()
-    if internal not in _INTEGER_KEYS:
+    if internal not in _INT_TYPES:
         raise TypeError(
             f"{caller}(): partitions are integer primary-key ranges, but "
             f"{queryset.model._meta.label}.{pk.name} is a {internal}"
@@ -301,31 +290,6 @@ def _load_partition(bounds: _Range, source: _Source, index: str) -> pd.DataFrame
         )
 
 
-def _match_chunk(
-    wkb: np.ndarray, zips: np.ndarray, grid: Any, predicate: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (ZIP position, row position) for one chunk, as the ``sweep`` strategy matches them.
-
-    The ZIP raster places the footprints whose box lies inside one ZIP (or none); GEOS
-    (``_per_zip._assign``) decides the rest. Mirrors the chunk step of ``_per_zip._sweep``.
-    """
-    import numpy as np
-    import shapely
-
-    from ._geo import ZipGrid, wkb_polygon_bounds
-    from ._per_zip import _assign
-
-    cell = grid.classify(wkb_polygon_bounds(wkb))
-    fast = np.flatnonzero(cell >= 0)
-    slow = np.flatnonzero(cell == ZipGrid.SLOW)
-    zip_idx, building_idx = cell[fast], fast
-    if len(slow):
-        slow_zip, slow_building = _assign(shapely.from_wkb(wkb[slow]), zips, predicate)
-        zip_idx = np.concatenate([zip_idx, slow_zip])
-        building_idx = np.concatenate([building_idx, slow[slow_building]])
-    return zip_idx, building_idx
-
-
 def _partials_for_range(
     bounds: _Range,
     source: _Source,
@@ -337,7 +301,7 @@ def _partials_for_range(
     import shapely
 
     from ._loaders import iter_frames
-    from ._per_zip import _Partials
+    from ._per_zip import _match_chunk, _Partials
 
     zip_wkb, grid = zips
     geoms = shapely.from_wkb(zip_wkb)  # prepared per task: GEOS prepared geometries are

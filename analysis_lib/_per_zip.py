@@ -399,6 +399,28 @@ def _assign(geoms: np.ndarray, zips: np.ndarray, predicate: str) -> tuple[np.nda
     return zip_idx[first], building_idx[first]
 
 
+def _match_chunk(
+    wkb: np.ndarray, zips: np.ndarray, grid: Any, predicate: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (ZIP position, row position) for one chunk of WKB footprints: raster, then GEOS."""
+    import numpy as np
+    import shapely
+
+    from ._geo import ZipGrid, wkb_polygon_bounds
+
+    # Most footprints lie well inside one ZIP (or outside all): the grid says which from
+    # their boxes alone; GEOS decides the rest, the footprints near a border.
+    cell = grid.classify(wkb_polygon_bounds(wkb))
+    fast = np.flatnonzero(cell >= 0)
+    slow = np.flatnonzero(cell == ZipGrid.SLOW)
+    zip_idx, building_idx = cell[fast], fast
+    if len(slow):
+        slow_zip, slow_building = _assign(shapely.from_wkb(wkb[slow]), zips, predicate)
+        zip_idx = np.concatenate([zip_idx, slow_zip])
+        building_idx = np.concatenate([building_idx, slow[slow_building]])
+    return zip_idx, building_idx
+
+
 def _sweep(
     zip_frame: pd.DataFrame,
     buildings: QuerySet,
@@ -409,11 +431,10 @@ def _sweep(
     engine: str,
 ) -> pd.DataFrame:
     """One streaming pass over the buildings; chunks matched in ``workers`` threads."""
-    import numpy as np
     import shapely
     from tqdm.auto import tqdm
 
-    from ._geo import ZipGrid, wkb_polygon_bounds
+    from ._geo import ZipGrid
     from ._loaders import iter_frames
 
     n_zips = len(zip_frame)
@@ -434,18 +455,9 @@ def _sweep(
     grid = ZipGrid(zip_frame["boundary"].to_numpy())
 
     def work(frame: pd.DataFrame) -> _Partials:
-        wkb = frame["boundary"].to_numpy()
-        zips = prepared_zips()
-        # Most footprints lie well inside one ZIP (or outside all): the grid says which from
-        # their boxes alone; GEOS decides the rest, the footprints near a border.
-        cell = grid.classify(wkb_polygon_bounds(wkb))
-        fast = np.flatnonzero(cell >= 0)
-        slow = np.flatnonzero(cell == ZipGrid.SLOW)
-        zip_idx, building_idx = cell[fast], fast
-        if len(slow):
-            slow_zip, slow_building = _assign(shapely.from_wkb(wkb[slow]), zips, predicate)
-            zip_idx = np.concatenate([zip_idx, slow_zip])
-            building_idx = np.concatenate([building_idx, slow[slow_building]])
+        zip_idx, building_idx = _match_chunk(
+            frame["boundary"].to_numpy(), prepared_zips(), grid, predicate
+        )
         return _Partials.from_rows(n_zips, use_types, zip_idx, frame, building_idx)
 
     def one_pass(engine: str) -> _Partials:

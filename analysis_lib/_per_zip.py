@@ -703,6 +703,7 @@ def summarize_by_zip(
     engine: Literal["auto", "dbapi", "adbc"] = "auto",
     progress: bool = False,
     log: MemoryLog | None = None,
+    client: Any = None,
 ) -> pd.DataFrame:
     """Summarise the buildings of every ZIP code: counts, footprints, heights, years, use types.
 
@@ -783,6 +784,10 @@ def summarize_by_zip(
     log : MemoryLog, optional
         When given, the ZIP loading and the analysis are measured with
         :func:`~analysis_lib.memory_step` into it.
+    client : distributed.Client, optional
+        Run the ``sweep`` on this Dask cluster instead, through
+        :func:`~analysis_lib.summarize_by_zip_distributed` (primary-key ranges read by the
+        workers; the same table, sums equal up to summation order). Needs the ``dask`` extra.
 
     Returns
     -------
@@ -798,7 +803,8 @@ def summarize_by_zip(
     ------
     ValueError
         If ``strategy``, ``predicate``, ``chunk_size``, ``workers`` or ``engine`` is invalid,
-        if a state code has no ZIPs in the database, or if ``buildings`` is sliced.
+        if a state code has no ZIPs in the database, if ``buildings`` is sliced, or if a
+        ``client`` is given with a strategy other than ``"sweep"``.
     TypeError
         If ``zips`` or ``buildings`` is not a QuerySet of the right model.
     RuntimeError
@@ -817,6 +823,22 @@ def summarize_by_zip(
     _check_choice("engine", engine, ("auto", "dbapi", "adbc"))
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"`workers` must be a non-negative integer, got {workers!r}")
+    if client is not None:
+        if strategy != "sweep":
+            raise ValueError(
+                f"`client` runs the sweep strategy on a Dask cluster, but `strategy` was "
+                f"{strategy!r}; use strategy='sweep' or drop client"
+            )
+        from ._dask import summarize_by_zip_distributed
+
+        return summarize_by_zip_distributed(
+            zips,
+            buildings,
+            client=client,
+            predicate=predicate,
+            chunk_size=chunk_size,
+            progress=progress,
+        )
     zips_qs = _resolve_zips(zips)
     buildings_qs = _resolve_buildings(buildings)
     with _step("per-ZIP: load ZIPs", log):

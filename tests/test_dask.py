@@ -322,3 +322,19 @@ def test_distributed_summary_equals_the_sweep(on_disk, client, predicate, filter
     # Counts, medians and maxima exactly; sums (and means) up to summation order.
     assert_frame_equal(got[EXACT], expected[EXACT], check_exact=True)
     assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+
+
+def test_summarize_by_zip_with_a_client_runs_the_distributed_sweep(on_disk, client):
+    zips = ZipCode.objects.using(ALIAS).all()
+    buildings = Building.objects.using(ALIAS).all()
+    expected = summarize_by_zip(zips, buildings, strategy="sweep")
+    got = summarize_by_zip(zips, buildings, client=client)
+    assert expected["n_buildings"].sum() > 2000
+    assert_frame_equal(got[EXACT], expected[EXACT], check_exact=True)
+    assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["orm", "database"])
+def test_summarize_by_zip_client_needs_the_sweep(strategy):
+    with pytest.raises(ValueError, match="`client` runs the sweep strategy"):
+        summarize_by_zip(ZipCode.objects.all(), strategy=strategy, client=object())

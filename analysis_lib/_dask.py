@@ -188,8 +188,8 @@ def _pk_ranges(queryset: QuerySet, npartitions: int) -> list[_Range]:
     lo, hi = bounds["lo"], bounds["hi"]
     if lo is None:  # no rows: one range that matches nothing
         return [_Range(0, 0, False)]
-    n = max(1, min(npartitions, hi - lo + 1))
     width = hi - lo + 1
+    n = min(npartitions, width)
     edges = [lo + (i * width) // n for i in range(n)] + [hi]
     return [_Range(edges[i], edges[i + 1], i == n - 1) for i in range(n)]
 

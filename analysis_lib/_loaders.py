@@ -641,7 +641,7 @@ def _postgres_uri(settings_dict: dict[str, Any]) -> str:
     return f"postgresql://{auth}{quote(host, safe='')}{port}/{name}{tail}"
 
 
-def _adbc_connect(connection: Any, chunk_size: int) -> Any:
+def _adbc_connect(connection: Any) -> Any:
     """Open the second, ADBC connection on the database Django's connection points at."""
     if connection.vendor == "sqlite":
         import adbc_driver_sqlite.dbapi
@@ -754,7 +754,7 @@ def _iter_adbc(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.Data
     connection = connections[plan.db]
     assert plan.sql is not None
     try:
-        conn = _adbc_connect(connection, chunk_size)
+        conn = _adbc_connect(connection)
     except _AdbcUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - the driver's error classes
@@ -958,7 +958,8 @@ def iter_frames(
     ValueError
         If a field name is unknown (the message names the model and its valid
         fields), a name is repeated, ``chunk_size < 1``, or ``geometry`` is not allowed;
-        or ``engine="adbc"`` cannot be used here (the message says why).
+        or, at the first ``next()``, ``engine="adbc"`` cannot be used here (the message
+        says why).
 
     Examples
     --------
@@ -1093,8 +1094,9 @@ def read_geodataframe(
     TypeError
         If ``queryset`` is not a QuerySet, or an argument has the wrong type.
     ValueError
-        If a field name is unknown, no geometry column is selected, or
-        ``geometry_field`` is not a selected geometry column.
+        If a field name is unknown, ``chunk_size < 1``, no geometry column is
+        selected, ``geometry_field`` is not a selected geometry column, or
+        ``engine="adbc"`` cannot be used here (the message says why).
 
     Examples
     --------

@@ -66,14 +66,6 @@ def _reset_peak() -> float:
     return _vm("VmRSS")
 
 
-def _worker_reset() -> float:
-    return _reset_peak()
-
-
-def _worker_peak() -> float:
-    return _vm("VmHWM")
-
-
 def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
     os.environ["DATABASE_URL"] = url
     sys.path.insert(0, str(ROOT))
@@ -113,12 +105,12 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
         result["cluster_start_seconds"] = time.perf_counter() - start
         try:
             for attempt in ("cold", "warm"):
-                worker_base = client.run(_worker_reset)
+                worker_base = client.run(_reset_peak)
                 baseline = _reset_peak()
                 start = time.perf_counter()
                 summary = summarize_by_zip_distributed(state, client=client, predicate=predicate)
                 seconds = time.perf_counter() - start
-                peaks = client.run(_worker_peak)
+                peaks = client.run(_vm, "VmHWM")
                 result[attempt] = {
                     "seconds": seconds,
                     "peak_mib": _vm("VmHWM") - baseline,

@@ -67,10 +67,13 @@ def _check_choice(name: str, value: Any, allowed: Sequence[str]) -> None:
         raise ValueError(f"`{name}` was {value!r} but is expected to be one of {tuple(allowed)}")
 
 
-def _check_positive(name: str, value: Any) -> None:
-    """Raise ValueError unless ``value`` is a strictly positive int."""
+def _check_positive(name: str, value: Any, *, allow_none: bool = False) -> None:
+    """Raise ValueError unless ``value`` is a strictly positive int (or None when allowed)."""
+    if value is None and allow_none:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"`{name}` must be a strictly positive integer, got {value!r}")
+        allowed = "a strictly positive integer" + (" or None" if allow_none else "")
+        raise ValueError(f"`{name}` must be {allowed}, got {value!r}")
 
 
 def _resolve_zips(zips: QuerySet | str) -> QuerySet:
@@ -1052,15 +1055,14 @@ def plot_choropleth(
         )
 
     drawable = np.isfinite(values.to_numpy()) & ((values > 0).to_numpy() if log_scale else True)
-    if drawable.any():
-        norm_class = LogNorm if log_scale else Normalize
-        norm = norm_class(vmin=float(values[drawable].min()), vmax=float(values[drawable].max()))
-    else:
-        norm = Normalize(vmin=0.0, vmax=1.0)
     colormap = plt.get_cmap(cmap)
     colors = np.tile([0.85, 0.85, 0.85, 1.0], (len(values), 1))  # light grey: 0 or no value
     if drawable.any():
+        norm_class = LogNorm if log_scale else Normalize
+        norm = norm_class(vmin=float(values[drawable].min()), vmax=float(values[drawable].max()))
         colors[drawable] = colormap(norm(values[drawable].to_numpy()))
+    else:
+        norm = Normalize(vmin=0.0, vmax=1.0)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 7))
     ax.add_collection(

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from ._memory import MemoryResult, Tracker
     from ._mprof import MprofProfile
 
+from ._per_zip import _check_choice, _check_positive
+
 Approach = Literal["naive", "stream"]
 APPROACHES: tuple[str, ...] = ("naive", "stream")
 #: The building columns the streaming loop reads: what the per-ZIP summary needs.
@@ -283,15 +285,6 @@ def run_notebook(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_count(name: str, value: Any, *, allow_none: bool = True) -> None:
-    """Raise ValueError unless ``value`` is a strictly positive int (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        allowed = "a strictly positive integer" + (" or None" if allow_none else "")
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}")
-
-
 def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
     """Return the ZIP codes of a state in code order, the first ``max_zips`` of them.
 
@@ -328,7 +321,7 @@ def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
 
     if not isinstance(state, str):
         raise TypeError(f"`state` must be a two-letter state code such as 'MA', got {state!r}")
-    _check_count("max_zips", max_zips)
+    _check_positive("max_zips", max_zips, allow_none=True)
     zips = _resolve_zips(state)
     return zips if max_zips is None else zips[:max_zips]
 
@@ -553,9 +546,8 @@ def zip_loop(
     >>> for code, frame in zip_loop("stream", "MA"):  # doctest: +SKIP
     ...     pass
     """
-    if approach not in APPROACHES:
-        raise ValueError(f"`approach` was {approach!r} but is expected to be one of {APPROACHES}")
-    _check_count("chunk_size", chunk_size, allow_none=False)
+    _check_choice("approach", approach, APPROACHES)
+    _check_positive("chunk_size", chunk_size)
     if approach == "naive":
         return naive_zip_lists(zips)
     from ._per_zip import iter_buildings_by_zip
@@ -595,8 +587,13 @@ def run_zip_loop(
     >>> run_zip_loop("stream", select_zips("MA", 3))  # doctest: +SKIP
     (3, 27)
     """
+    return _count_zips(zip_loop(approach, zips, chunk_size=chunk_size))
+
+
+def _count_zips(loop: Iterator[tuple[str, Any]]) -> tuple[int, int]:
+    """Walk ``loop``, keeping each ZIP's buildings until the next; return (ZIPs, buildings)."""
     n_zips = n_buildings = 0
-    for _code, important in zip_loop(approach, zips, chunk_size=chunk_size):
+    for _code, important in loop:
         n_zips += 1
         n_buildings += len(important)
     return n_zips, n_buildings
@@ -680,11 +677,8 @@ def track_zip_loop(
     loop = zip_loop(approach, zips, chunk_size=chunk_size)
     total = zips.count() if progress and not isinstance(zips, str) else None
     tracker = track(loop, label=label, progress=progress, total=total)
-    n_zips = n_buildings = 0
     start = time.perf_counter()
-    for _code, important in tracker:
-        n_zips += 1
-        n_buildings += len(important)
+    n_zips, n_buildings = _count_zips(tracker)
     seconds = time.perf_counter() - start
     return LoopRun(label, approach, tracker, n_zips, n_buildings, seconds)
 
@@ -746,12 +740,11 @@ def mprof_zip_loop(
     """
     from ._mprof import run_mprof
 
-    if approach not in APPROACHES:
-        raise ValueError(f"`approach` was {approach!r} but is expected to be one of {APPROACHES}")
+    _check_choice("approach", approach, APPROACHES)
     if not isinstance(state, str):
         raise TypeError(f"`state` must be a two-letter state code such as 'MA', got {state!r}")
-    _check_count("max_zips", max_zips)
-    _check_count("chunk_size", chunk_size, allow_none=False)
+    _check_positive("max_zips", max_zips, allow_none=True)
+    _check_positive("chunk_size", chunk_size)
     cmd = [sys.executable, "-m", "analysis_lib._report", approach, "--state", state]
     cmd += ["--chunk-size", str(chunk_size)]
     if max_zips is not None:

@@ -569,6 +569,10 @@ class _AdbcMidStream(RuntimeError):
     """The ADBC engine failed after some chunks were already produced."""
 
 
+class _AdbcRefused(ValueError):
+    """``engine="adbc"`` was asked for and cannot run here (raised before any chunk)."""
+
+
 _PLACEHOLDER = re.compile(r"%%|%s")
 
 
@@ -822,7 +826,7 @@ def _iter_engine(
     reason = _adbc_reason(plan, connection, iterating, engine)
     if reason is not None:
         if engine == "adbc":
-            raise ValueError(f"engine='adbc' cannot be used: {reason}")
+            raise _AdbcRefused(f"engine='adbc' cannot be used: {reason}")
         yield from _iter_plan(plan, chunk_size, progress)
         return
     frames = _iter_adbc(plan, chunk_size, progress)
@@ -834,7 +838,7 @@ def _iter_engine(
         except (_AdbcUnavailable, _AdbcMidStream) as exc:
             collected = None
             if engine == "adbc":
-                raise ValueError(f"engine='adbc' cannot be used: {exc}") from exc
+                raise _AdbcRefused(f"engine='adbc' cannot be used: {exc}") from exc
         if collected is None:
             yield from _iter_plan(plan, chunk_size, progress)
         else:
@@ -844,7 +848,7 @@ def _iter_engine(
         first = next(frames)
     except _AdbcUnavailable as exc:
         if engine == "adbc":
-            raise ValueError(f"engine='adbc' cannot be used: {exc}") from exc
+            raise _AdbcRefused(f"engine='adbc' cannot be used: {exc}") from exc
         yield from _iter_plan(plan, chunk_size, progress)
         return
     yield first

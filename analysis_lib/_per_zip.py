@@ -511,15 +511,12 @@ def _sweep(
     # "auto": the Arrow-native ADBC engine when it can run here, else the DB-API one. ADBC on
     # SQLite fixes column types from the first batch and can fail on a later one (a REAL column
     # whose first rows are all NULL): then the pass restarts on DB-API, from scratch.
-    from ._loaders import _AdbcMidStream
+    from ._loaders import _AdbcMidStream, _AdbcRefused
 
     try:
         return one_pass("adbc").raw(zip_frame.index)
-    except _AdbcMidStream:
+    except (_AdbcMidStream, _AdbcRefused):  # refused: before the first chunk, nothing merged
         pass
-    except ValueError as exc:  # raised before the first chunk: nothing was merged
-        if not str(exc).startswith("engine='adbc' cannot be used"):
-            raise
     return one_pass("dbapi").raw(zip_frame.index)
 
 

@@ -193,6 +193,8 @@ def main() -> None:
     if prints["spatialite"] != prints["postgis"]:
         sys.exit("the two databases do not hold the same data (counts or footprint total differ)")
 
+    if "sweep" in args.skip:
+        sys.exit("--skip sweep: the sweep is the baseline every other run is compared with")
     runs = [r for r in [*STRATEGIES, "dask"] if r not in args.skip]
     times: dict[tuple[str, str], list[float]] = {}
     peaks: dict[tuple[str, str], list[float]] = {}

@@ -798,7 +798,7 @@ class Tracker(Generic[T]):
         slope, intercept = np.polyfit(x, y, 1)
         residuals = y - (slope * x + intercept)
         sxx = float(((x - x.mean()) ** 2).sum())
-        scatter = float((residuals**2).sum()) / (len(x) - 2) if len(x) > 2 else 0.0
+        scatter = float((residuals**2).sum()) / (len(x) - 2)  # len(x) >= 3
         stderr = math.sqrt(scatter / sxx) if sxx > 0 else math.inf
         # points exactly on the line: the slope's sign is certain
         on_line = math.copysign(math.inf, slope) if slope else 0.0

@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._memory import _check_interval
+
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
     from matplotlib.axes import Axes
@@ -428,8 +430,7 @@ def run_mprof(
     >>> profile.peak_mib - profile.start_mib > 20
     True
     """
-    if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
-        raise ValueError(f"`interval` must be a positive number of seconds, got {interval!r}")
+    _check_interval(interval)
     if timeout is not None and not timeout > 0:
         raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
     program = _program(target)

@@ -8,7 +8,7 @@ Runs two tiny scripts under ``mprof run`` (through ``analysis_lib.run_mprof``):
 
 It overlays both on one figure (``reports/memory_demo.png``, the function call
 shaded) and prints, for each run, memory before the call, the peak, memory at
-return and at the a second after it (the scripts sleep 1 s after the call; the
+return and a second after it (the scripts sleep 1 s after the call; the
 interpreter frees everything at exit, so the very last sample says nothing),
 and the share of the rise still held then (same-run baseline: memory just
 before the call). It then measures the

@@ -57,9 +57,10 @@ ip = InteractiveShell.instance()
 ip.run_line_magic("load_ext", "analysis_lib")
 magics = ip.magics_manager.magics
 print("MAGICS", json.dumps({kind: sorted(magics[kind]) for kind in ("line", "cell")}))
-ip.run_cell("import numpy as np")
+ip.run_cell("import time\\nimport numpy as np")
 ip.run_cell("%%memtrack keep 50 MiB\\nkept = np.ones(50 * 2**17)\\n")
-ip.run_cell("%%memtrack -q free 50 MiB\\ntotal = np.ones(50 * 2**17).sum()\\n")
+# the freed block lives 0.1 s: a bare np.ones(...).sum() lasts ~15 ms and the sampler can miss it
+ip.run_cell("%%memtrack -q free 50 MiB\\nx = np.ones(50 * 2**17)\\ntime.sleep(0.1)\\ndel x\\n")
 ip.run_cell("%%memtrack\\nx = 1 / 0\\n")
 bad = ip.run_cell("%%memtrack -i 0 never\\ny = 1\\n")
 print("BAD_INTERVAL", type(bad.error_in_exec).__name__, "y" in ip.user_ns)

@@ -564,7 +564,6 @@ def _source_transform(
     from django.contrib.gis.gdal.error import GDALException, SRSException
 
     target = SpatialReference(TARGET_SRID)
-    assumed = False
     if srid is not None:
         try:
             source = SpatialReference(int(srid))
@@ -583,9 +582,9 @@ def _source_transform(
             return None, f"EPSG:{TARGET_SRID} (assumed: the file declares no CRS)", True
         label = f"EPSG:{source.srid}" if source.srid else (source.name or "unnamed CRS")
     if source.srid == TARGET_SRID:
-        return None, label, assumed
+        return None, label, False
     try:
-        return CoordTransform(source, target), label, assumed
+        return CoordTransform(source, target), label, False
     except GDALException as exc:
         raise GeodataImportError(
             f"{path}: cannot transform from {label} to EPSG:{TARGET_SRID} ({exc})"

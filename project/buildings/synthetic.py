@@ -378,7 +378,7 @@ def generate_cell(cell: ZipCell, count: int, seed: int, first_number: int) -> Bu
     Parameters
     ----------
     cell : ZipCell
-        The cell; its ``index`` and ``seed`` seed the generator.
+        The cell; its ``index``, with ``seed``, seeds the generator.
     count : int
         Number of buildings to generate.
     seed : int

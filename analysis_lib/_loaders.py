@@ -54,6 +54,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 __all__ = ["iter_frames", "read_frame", "read_geodataframe"]
 
 DEFAULT_CHUNK_SIZE = 50_000
+# parallel=None splits a read only when its primary keys span at least this many values.
+_AUTO_SPLIT_MIN_SPAN = 100_000
 GeometryFormat = Literal["shapely", "wkb"]
 _GEOMETRY_FORMATS = ("shapely", "wkb")
 Engine = Literal["auto", "dbapi", "adbc"]
@@ -729,12 +731,43 @@ def _arrow_convert(array: Any, column: _Column, plan: _Plan, connection: Any) ->
         return index.as_unit("ns")
     if kind == "date" and pa.types.is_date(kind_type):
         return pd.DatetimeIndex(array.cast(pa.timestamp("ns")).to_pandas()).as_unit("ns")
+    if kind == "category":
+        codes = _arrow_category_codes(array, column.categories)
+        if codes is not None:
+            dtype = pd.CategoricalDtype(list(column.categories))
+            return pd.Categorical.from_codes(codes, dtype=dtype)
     binary = pa.types.is_binary(kind_type) or pa.types.is_large_binary(kind_type)
     if binary or pa.types.is_string(kind_type) or pa.types.is_large_string(kind_type):
         values = array.to_numpy(zero_copy_only=False)
     else:  # anything unexpected: the Python values, converted exactly as on the DB-API path
         values = np.array(array.to_pylist(), dtype=object)
     return _convert(values, column, plan, connection)
+
+
+def _arrow_category_codes(array: Any, categories: tuple[Any, ...]) -> np.ndarray | None:
+    """Category codes of an Arrow column, looked up in C (-1 for NULL).
+
+    None when a value is not among ``categories`` or they cannot take the column's type: the
+    caller then converts as the DB-API path does (which warns and keeps the extra values).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind_type = array.type
+    textual = pa.types.is_string(kind_type) or pa.types.is_large_string(kind_type)
+    wanted = str if textual else int
+    if not (textual or pa.types.is_integer(kind_type)) or not all(
+        type(c) is wanted for c in categories
+    ):
+        return None
+    try:
+        value_set = pa.array(categories, type=kind_type)
+    except (pa.ArrowInvalid, OverflowError):
+        return None
+    codes = pc.index_in(array, value_set=value_set)
+    if codes.null_count != array.null_count:  # some value outside the choices
+        return None
+    return codes.fill_null(-1).to_numpy(zero_copy_only=False)
 
 
 def _arrow_frame(table: Any, plan: _Plan, start: int, connection: Any) -> pd.DataFrame:
@@ -747,11 +780,14 @@ def _arrow_frame(table: Any, plan: _Plan, start: int, connection: Any) -> pd.Dat
     return pd.DataFrame(data, index=pd.RangeIndex(start, start + table.num_rows), copy=False)
 
 
-def _iter_adbc(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.DataFrame]:
+def _iter_adbc(
+    plan: _Plan, chunk_size: int, progress: bool, shared_bar: Any = None
+) -> Iterator[pd.DataFrame]:
     """Run the planned query on an ADBC connection and yield one DataFrame per chunk.
 
     Raises _AdbcUnavailable (before the first chunk) when the connection or the query fails,
-    so that the caller can fall back to the DB-API path.
+    so that the caller can fall back to the DB-API path. ``shared_bar``: a tqdm bar owned by
+    the caller (parallel parts), updated here instead of one of its own.
     """
     from django.db import connections
 
@@ -785,6 +821,7 @@ def _iter_adbc(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.Data
             bar = tqdm(total=plan.queryset.count(), unit="rows", desc=plan.model.__name__)
         start = 0
         chunks = _rechunk(reader, chunk_size)
+        shown = bar if bar is not None else shared_bar
         while True:
             try:
                 table = next(chunks)
@@ -801,8 +838,8 @@ def _iter_adbc(plan: _Plan, chunk_size: int, progress: bool) -> Iterator[pd.Data
             n = table.num_rows
             table = None
             start += n
-            if bar is not None:
-                bar.update(n)
+            if shown is not None:
+                shown.update(n)
             yield frame
             frame = None
         if start == 0:
@@ -854,6 +891,125 @@ def _iter_engine(
     yield first
     first = None
     yield from frames
+
+
+def _split_bounds(queryset: QuerySet) -> tuple[int, int] | None:
+    """Return the smallest and largest primary key, if ``queryset`` can be read in pk ranges.
+
+    None when concatenating pk-range parts would not give the queryset's own result: a slice,
+    DISTINCT, GROUP BY or aggregates, a union, an ordering other than the primary key, or a
+    primary key that is not an integer.
+    """
+    from django.core.exceptions import FieldError
+    from django.db.models import Max, Min
+
+    query, opts = queryset.query, queryset.model._meta
+    pk = opts.pk
+    if pk.is_relation or pk.get_internal_type() not in _INT_TYPES:
+        return None
+    if query.is_sliced or query.distinct or query.combinator or query.group_by is not None:
+        return None
+    if any(getattr(a, "contains_aggregate", False) for a in query.annotations.values()):
+        return None
+    ordering = query.order_by or (opts.ordering if query.default_ordering else ())
+    pk_names = ("pk", pk.name, pk.attname)
+    if query.extra_order_by or any(key not in pk_names for key in ordering):
+        return None
+    try:
+        bounds = queryset.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
+    except FieldError:  # pragma: no cover - Django refused the aggregate on this queryset
+        return None
+    if bounds["lo"] is None:
+        return None
+    return int(bounds["lo"]), int(bounds["hi"])
+
+
+def _read_split(
+    queryset: QuerySet,
+    fields: Sequence[str] | None,
+    plan: _Plan,
+    chunk_size: int,
+    progress: bool,
+    engine: str,
+    parallel: int | None,
+) -> list[pd.DataFrame] | None:
+    """Read ``queryset`` as ``parallel`` primary-key ranges at once (None: does not apply).
+
+    Each range runs on its own ADBC connection in its own thread: the driver and Arrow
+    release the GIL. None tells the caller to read the queryset in one piece.
+    """
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connections
+
+    parts = min(2, os.cpu_count() or 1) if parallel is None else parallel
+    if parts < 2 or engine == "dbapi" or plan.sql is None:
+        return None
+    if _adbc_reason(plan, connections[plan.db], False, engine) is not None:
+        return None
+    bounds = _split_bounds(queryset)
+    if bounds is None:
+        return None
+    lo, hi = bounds
+    span = hi - lo + 1
+    if span < (_AUTO_SPLIT_MIN_SPAN if parallel is None else parts):
+        return None
+    edges = [lo + span * i // parts for i in range(parts + 1)]
+    plans = [
+        _make_plan(queryset.filter(pk__gte=a, pk__lt=b), fields, plan.geometry)
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=plan.queryset.count(), unit="rows", desc=plan.model.__name__)
+    try:
+        with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="read_frame") as pool:
+            futures = [pool.submit(_read_part, part, chunk_size, bar) for part in plans]
+            errors = [f.exception() for f in futures]
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [e for e in errors if e is not None]
+    if not failed:
+        return [frame for future in futures for frame in future.result()]
+    if not all(isinstance(e, _AdbcUnavailable | _AdbcMidStream) for e in failed):
+        raise failed[0]
+    if engine == "adbc":
+        raise _AdbcRefused(f"engine='adbc' cannot be used: {failed[0]}") from failed[0]
+    return list(_iter_plan(plan, chunk_size, progress))  # e.g. SQLite's type change
+
+
+def _read_part(plan: _Plan, chunk_size: int, bar: Any) -> list[pd.DataFrame]:
+    return list(_iter_adbc(plan, chunk_size, False, bar))
+
+
+def _check_parallel(parallel: Any) -> None:
+    if parallel is None:
+        return
+    if isinstance(parallel, bool) or not isinstance(parallel, int):
+        raise TypeError(f"parallel must be an int or None, got {type(parallel).__name__}")
+    if parallel < 1:
+        raise ValueError(f"parallel must be at least 1 (or None for automatic), got {parallel}")
+
+
+def _read_all(
+    queryset: QuerySet,
+    fields: Sequence[str] | None,
+    plan: _Plan,
+    chunk_size: int,
+    progress: bool,
+    engine: str,
+    parallel: int | None,
+) -> pd.DataFrame:
+    """Read the whole result into one frame: in primary-key ranges at once where that applies."""
+    with _gc_paused():
+        frames = _read_split(queryset, fields, plan, chunk_size, progress, engine, parallel)
+        if frames is None:
+            frames = list(_iter_engine(plan, chunk_size, progress, engine, iterating=False))
+        return _concat(frames)
 
 
 @contextmanager
@@ -988,6 +1144,7 @@ def read_frame(
     index: str | None = None,
     progress: bool = False,
     engine: Engine = "auto",
+    parallel: int | None = None,
 ) -> pd.DataFrame:
     """Load a whole QuerySet into one DataFrame, built from :func:`iter_frames` chunks.
 
@@ -1013,6 +1170,15 @@ def read_frame(
         How rows are fetched (see :func:`iter_frames`). With ``"auto"`` an
         ADBC read that fails (e.g. a SQLite column whose type changes between
         batches) is rerun on the DB-API path.
+    parallel : int, optional
+        ADBC engine only: read this many primary-key ranges at once, each on
+        its own connection in its own thread (the driver and Arrow release
+        the GIL). Applies when concatenating the ranges gives the queryset's
+        own result: no slice, DISTINCT, grouping or union, and no ordering
+        other than the (integer) primary key. ``None`` (default): one range
+        per core, up to 2, when the keys span at least 100,000 values; ``1``:
+        one read. Each range is its own snapshot: a table written to during
+        the read may give a result no single moment had; pass ``1`` then.
 
     Returns
     -------
@@ -1042,12 +1208,12 @@ def read_frame(
     ['height_m', 'use_type', 'zip__code']
     """
     _check_common(queryset, fields, chunk_size, geometry, engine)
+    _check_parallel(parallel)
     plan = _make_plan(queryset, fields, geometry)
     names = [c.name for c in plan.columns]
     if index is not None and index not in names:
         raise ValueError(f"index {index!r} is not one of the selected columns {names}")
-    with _gc_paused():
-        frame = _concat(list(_iter_engine(plan, chunk_size, progress, engine, iterating=False)))
+    frame = _read_all(queryset, fields, plan, chunk_size, progress, engine, parallel)
     if index is not None:
         frame = frame.set_index(index)
     return frame
@@ -1061,6 +1227,7 @@ def read_geodataframe(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: bool = False,
     engine: Engine = "auto",
+    parallel: int | None = None,
 ) -> geopandas.GeoDataFrame:
     """Load a QuerySet into a geopandas GeoDataFrame with the geometry field's CRS.
 
@@ -1085,6 +1252,15 @@ def read_geodataframe(
         How rows are fetched (see :func:`iter_frames`). With ``"auto"`` an
         ADBC read that fails (e.g. a SQLite column whose type changes between
         batches) is rerun on the DB-API path.
+    parallel : int, optional
+        ADBC engine only: read this many primary-key ranges at once, each on
+        its own connection in its own thread (the driver and Arrow release
+        the GIL). Applies when concatenating the ranges gives the queryset's
+        own result: no slice, DISTINCT, grouping or union, and no ordering
+        other than the (integer) primary key. ``None`` (default): one range
+        per core, up to 2, when the keys span at least 100,000 values; ``1``:
+        one read. Each range is its own snapshot: a table written to during
+        the read may give a result no single moment had; pass ``1`` then.
 
     Returns
     -------
@@ -1111,6 +1287,7 @@ def read_geodataframe(
     'EPSG:4326'
     """
     _check_common(queryset, fields, chunk_size, "shapely", engine)
+    _check_parallel(parallel)
     try:
         import geopandas
     except ImportError as exc:
@@ -1132,8 +1309,7 @@ def read_geodataframe(
             f"geometry_field {geometry_field!r} is not a selected geometry column; "
             f"choose one of {[c.name for c in geometry_columns]}"
         )
-    with _gc_paused():
-        frame = _concat(list(_iter_engine(plan, chunk_size, progress, engine, iterating=False)))
+    frame = _read_all(queryset, fields, plan, chunk_size, progress, engine, parallel)
     crs = {c.name: (f"EPSG:{c.srid}" if c.srid else None) for c in geometry_columns}
     for name, column_crs in crs.items():
         frame[name] = geopandas.GeoSeries(frame[name], crs=column_crs, index=frame.index)

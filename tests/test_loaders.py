@@ -634,7 +634,7 @@ def test_iterating_keeps_peak_near_one_chunk(db):
 ADBC_ROWS = 120
 ADBC_ALIAS = "adbc_file"
 # PostGIS: committed rows in the test database; SpatiaLite: no test database, a file alias.
-adbc_db_mark = pytest.mark.django_db(transaction=True) if IS_POSTGIS else pytest.mark.usefixtures()
+adbc_db_mark = pytest.mark.django_db(transaction=True) if IS_POSTGIS else (lambda test: test)
 
 
 def _adbc_buildings(using: str) -> None:
@@ -815,6 +815,133 @@ def test_adbc_without_the_driver(adbc_db, monkeypatch):
     with pytest.raises(ValueError, match="not installed: pip install 'adbc-driver-"):
         read_frame(qs, ["id"], engine="adbc")
     assert len(read_frame(qs, ["id"])) == ADBC_ROWS
+
+
+def _count_parts(monkeypatch) -> list:
+    """Record the primary-key range of every part read_frame reads in parallel."""
+    from analysis_lib import _loaders
+
+    parts = []
+    real = _loaders._read_part
+    monkeypatch.setattr(
+        _loaders, "_read_part", lambda plan, *a: parts.append(plan.params) or real(plan, *a)
+    )
+    return parts
+
+
+@adbc_db_mark
+@pytest.mark.parametrize("parallel", [2, 3])
+@pytest.mark.parametrize("case", ["plain", "related", "geometry", "unordered", "values"])
+def test_parallel_read_gives_the_one_piece_frame(adbc_db, monkeypatch, case, parallel):
+    qs, fields = _adbc_querysets(adbc_db)["geometry" if case == "geometry" else "plain"]
+    if case == "related":
+        qs, fields = _adbc_querysets(adbc_db)["related"]
+    elif case == "unordered":
+        qs = qs.order_by()
+    elif case == "values":  # a values() queryset read with fields=None
+        qs, fields = qs.values("id", "use_type", "zip__code"), None
+    expected = read_frame(qs, fields, geometry="wkb", engine="dbapi")
+    parts = _count_parts(monkeypatch)
+
+    got = read_frame(qs, fields, geometry="wkb", chunk_size=7, parallel=parallel)
+
+    assert len(parts) == parallel  # it did split: the equality below is not one piece vs one
+    if case == "unordered":  # no order to keep: compare as sets of rows
+        got, expected = got.sort_values("id", ignore_index=True), expected.sort_values("id")
+        expected = expected.reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected)
+
+
+@adbc_db_mark
+@pytest.mark.parametrize(
+    "case",
+    ["sliced", "distinct", "by height", "by -id", "aggregate", "union"],
+)
+def test_parallel_read_keeps_what_ranges_would_break(adbc_db, monkeypatch, case):
+    qs = Building.objects.using(adbc_db).order_by("id")
+    fields = ["id", "height_m"]
+    qs = {
+        "sliced": qs[5:90],
+        "distinct": qs.values("use_type").distinct(),
+        "by height": qs.order_by("height_m", "-id"),
+        "by -id": qs.order_by("-id"),
+        "aggregate": qs.annotate(n=Count("zip__buildings")),
+        "union": qs.order_by().filter(id__lt=30).union(qs.order_by().filter(id__gt=90)),
+    }[case]
+    if case == "distinct":
+        fields = ["use_type"]
+    elif case == "aggregate":
+        fields = ["id", "n"]
+    parts = _count_parts(monkeypatch)
+
+    got = read_frame(qs, fields, parallel=2)
+
+    assert parts == []  # read in one piece
+    pd.testing.assert_frame_equal(got, read_frame(qs, fields, engine="dbapi"))
+
+
+@adbc_db_mark
+def test_parallel_read_is_automatic_only_on_large_key_spans(adbc_db, monkeypatch):
+    from analysis_lib import _loaders
+
+    qs, fields = _adbc_querysets(adbc_db)["plain"]
+    parts = _count_parts(monkeypatch)
+    read_frame(qs, fields)  # 120 rows: below the automatic threshold
+    assert parts == []
+    monkeypatch.setattr(_loaders, "_AUTO_SPLIT_MIN_SPAN", 10)
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    pd.testing.assert_frame_equal(read_frame(qs, fields), read_frame(qs, fields, engine="dbapi"))
+    assert len(parts) == 2
+    read_frame(qs, fields, parallel=1)
+    assert len(parts) == 2
+
+
+@adbc_db_mark
+@pytest.mark.skipif(IS_POSTGIS, reason="SQLite's dynamic typing; PostgreSQL columns are typed")
+def test_parallel_read_falls_back_when_a_part_fails(adbc_db):
+    # Rows 1-50 have NULL heights: the first part's driver types height_m from NULLs and
+    # then meets REALs. auto reruns the whole read on DB-API; engine="adbc" says why.
+    qs = Building.objects.using(adbc_db).order_by("id")
+    fields = ["id", "height_m"]
+    expected = read_frame(qs, fields, engine="dbapi")
+
+    pd.testing.assert_frame_equal(read_frame(qs, fields, chunk_size=10, parallel=2), expected)
+    with pytest.raises(ValueError, match="engine='adbc' cannot be used: .*yielded"):
+        read_frame(qs, fields, chunk_size=10, engine="adbc", parallel=2)
+
+
+@adbc_db_mark
+def test_parallel_read_progress_counts_every_row(adbc_db, capsys):
+    qs, fields = _adbc_querysets(adbc_db)["plain"]
+
+    df = read_frame(qs, ["id", "use_type"], chunk_size=7, parallel=2, progress=True)
+
+    assert len(df) == ADBC_ROWS
+    assert f"{ADBC_ROWS}/{ADBC_ROWS}" in capsys.readouterr().err
+
+
+@adbc_db_mark
+def test_adbc_choices_outside_the_categories_take_the_warning_path(adbc_db):
+    qs = Building.objects.using(adbc_db).order_by("id")
+    Building.objects.using(adbc_db).filter(id=qs.first().id).update(use_type="castle")
+    try:
+        with pytest.warns(UserWarning, match="castle"):
+            adbc = read_frame(qs, ["id", "use_type"], engine="adbc")
+        with pytest.warns(UserWarning, match="castle"):
+            dbapi = read_frame(qs, ["id", "use_type"], engine="dbapi")
+    finally:
+        Building.objects.using(adbc_db).filter(use_type="castle").update(use_type="other")
+    pd.testing.assert_frame_equal(adbc, dbapi)
+    assert adbc["use_type"].iloc[0] == "castle"
+
+
+@pytest.mark.parametrize(
+    ("parallel", "error"),
+    [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError), ("2", TypeError)],
+)
+def test_bad_parallel(parallel, error):
+    with pytest.raises(error, match="parallel"):
+        read_frame(Building.objects.all(), ["id"], parallel=parallel)
 
 
 @pytest.mark.parametrize("engine", ["ADBC", "", None, "pyarrow"])

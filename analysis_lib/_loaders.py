@@ -901,7 +901,6 @@ def _split_bounds(queryset: QuerySet) -> tuple[int, int] | None:
     primary key that is not an integer.
     """
     from django.core.exceptions import FieldError
-    from django.db.models import Max, Min
 
     query, opts = queryset.query, queryset.model._meta
     pk = opts.pk
@@ -915,13 +914,16 @@ def _split_bounds(queryset: QuerySet) -> tuple[int, int] | None:
     pk_names = ("pk", pk.name, pk.attname)
     if query.extra_order_by or any(key not in pk_names for key in ordering):
         return None
+    # Two ORDER BY pk LIMIT 1 queries: each walks the primary-key index from one end. (One
+    # MIN/MAX query would scan the whole table on SQLite: its min/max shortcut takes one.)
+    keys = queryset.values_list("pk", flat=True)
     try:
-        bounds = queryset.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
-    except FieldError:  # pragma: no cover - Django refused the aggregate on this queryset
+        lo, hi = keys.order_by("pk").first(), keys.order_by("-pk").first()
+    except FieldError:  # pragma: no cover - Django refused the pk lookup on this queryset
         return None
-    if bounds["lo"] is None:
+    if lo is None or hi is None:
         return None
-    return int(bounds["lo"]), int(bounds["hi"])
+    return int(lo), int(hi)
 
 
 def _read_split(

@@ -21,7 +21,12 @@ Methods:
    the geometry column): the practical limit, with no dtype mapping;
 5. ``read_frame`` and ``iter_frames`` (the consumer counts rows and drops each chunk), and
    ``iter_frames`` on the first 100,000 rows, for the memory-flatness ratio; each once with
-   ``engine="dbapi"`` (Django's cursor) and once with ``engine="adbc"`` (Arrow ADBC driver).
+   ``engine="dbapi"`` (Django's cursor) and once with ``engine="adbc"`` (Arrow ADBC driver);
+   ``read_frame adbc`` with its default ``parallel`` (primary-key ranges read at once, one
+   per core up to 2), ``read_frame adbc parallel=1`` in one read.
+
+The rows are the first ``--rows`` buildings by id, selected by ``id <= <last id>`` (a filter:
+a slice would keep read_frame from splitting the read).
 
 The database is ``DATABASE_URL`` or ``--database-url`` (default: the SpatiaLite file
 ``data/loaders.sqlite3``); it is migrated and filled with synthetic buildings (seeded, raw SQL
@@ -55,6 +60,7 @@ METHODS = [
     "iter_frames",
     "iter_frames 100k",
     "read_frame adbc",
+    "read_frame adbc parallel=1",
     "iter_frames adbc",
     "iter_frames adbc 100k",
 ]
@@ -94,7 +100,11 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
 
     limit = SMALL_ROWS if method.endswith(" 100k") else rows
     engine = "adbc" if " adbc" in method else "dbapi"
-    qs = Building.objects.order_by("id")[:limit]
+    parallel = 1 if method.endswith("parallel=1") else None
+    # The first `limit` rows by id, as a filter rather than a slice: a slice would keep
+    # read_frame from reading primary-key ranges in parallel.
+    last_id = Building.objects.order_by("id").values_list("id", flat=True)[limit - 1]
+    qs = Building.objects.filter(id__lte=last_id).order_by("id")
     plan = _make_plan(qs, fields, "wkb")  # the SQL read_frame runs (geometry as AsWKB)
     names = [c.name for c in plan.columns]
     connection.ensure_connection()
@@ -123,7 +133,9 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
                 df["boundary"] = shapely.from_wkb(df["boundary"].to_numpy())
             return len(df)
         if method.startswith("read_frame"):
-            return len(read_frame(qs, fields, chunk_size=chunk_size, engine=engine))
+            return len(
+                read_frame(qs, fields, chunk_size=chunk_size, engine=engine, parallel=parallel)
+            )
         if method.startswith("iter_frames"):
             n = 0
             for chunk in iter_frames(qs, fields, chunk_size=chunk_size, engine=engine):
@@ -319,7 +331,11 @@ def main(argv: list[str] | None = None) -> int:
         text, med = _table(f"{run} ({', '.join(fields)})", results, args.rows)
         report[run] = med
         print("\n" + text + "\n")
-        for suffix, engine in (("", "dbapi"), (" adbc", "adbc")):
+        for suffix, engine in (
+            ("", "dbapi"),
+            (" adbc", "adbc, parallel reads"),
+            (" adbc parallel=1", "adbc, one read"),
+        ):
             rf, it = med.get("read_frame" + suffix), med.get("iter_frames" + suffix)
             small = med.get(f"iter_frames{suffix} 100k")
             if rf and "django-pandas" in med and "raw cursor" in med:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: WGS 84 / NSIDC EASE-Grid 2.0 Global: a cylindrical equal-area projection valid worldwide, so
 #: areas come out right for any state (shapes are distorted far from the equator; areas are not).
 EQUAL_AREA_CRS = "EPSG:6933"
+_WKB_BLOCK = 4096  # records decoded together by wkb_polygon_bounds
 
 
 @lru_cache(maxsize=8)
@@ -96,22 +97,27 @@ def wkb_polygon_bounds(wkb: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, np.diff(lengths[order]) != 0])
     # byte order 1 (little-endian), type 3 (Polygon, 2D), one ring, then the point count.
     header = np.array([1, 3, 0, 0, 0, 1, 0, 0, 0], dtype=np.uint8)
-    for rows in np.split(order, starts[1:]):
-        length = int(lengths[rows[0]])
+    for group_rows in np.split(order, starts[1:]):
+        length = int(lengths[group_rows[0]])
         points = (length - 13) // 16
         if points < 4 or 13 + 16 * points != length:
             continue
-        group = wkb if len(rows) == n else wkb[rows]  # often all records have one length
-        records = np.frombuffer(b"".join(group), dtype=np.uint8).reshape(len(rows), length)
         count = np.frombuffer(np.array([points], dtype="<u4").tobytes(), dtype=np.uint8)
-        ok = (records[:, :9] == header).all(axis=1) & (records[:, 9:13] == count).all(axis=1)
-        if not ok.any():
-            continue
-        body = records[:, 13:] if ok.all() else records[ok, 13:]
-        coords = np.ascontiguousarray(body).view("<f8").reshape(-1, points, 2)
-        # (point, axis, row) order makes the reductions run over contiguous memory: 6x faster.
-        coords = np.ascontiguousarray(coords.transpose(1, 2, 0))
-        bounds[rows[ok]] = np.concatenate([coords.min(axis=0), coords.max(axis=0)]).T
+        # Blocks of a few thousand records keep the copies below in the CPU cache (measured on
+        # 20,000 five-point footprints: 7-10 ms and 5.8 MiB traced at peak in one block, 5 ms
+        # and 2.3 MiB, the result included, in blocks of 4,096).
+        for first in range(0, len(group_rows), _WKB_BLOCK):
+            rows = group_rows[first : first + _WKB_BLOCK]
+            group = wkb if len(rows) == n else wkb[rows]
+            records = np.frombuffer(b"".join(group), dtype=np.uint8).reshape(len(rows), length)
+            ok = (records[:, :9] == header).all(axis=1) & (records[:, 9:13] == count).all(axis=1)
+            if not ok.any():
+                continue
+            body = records[:, 13:] if ok.all() else records[ok, 13:]
+            coords = np.ascontiguousarray(body).view("<f8").reshape(-1, points, 2)
+            # (point, axis, row) order makes the reductions run over contiguous memory: 6x faster.
+            coords = np.ascontiguousarray(coords.transpose(1, 2, 0))
+            bounds[rows[ok]] = np.concatenate([coords.min(axis=0), coords.max(axis=0)]).T
     return bounds
 
 
@@ -134,12 +140,15 @@ class ZipGrid:
     zips : numpy.ndarray
         Shapely (Multi)Polygons, in the same coordinates as the boxes to classify.
     target_cells : int
-        About how many cells (int32 each) to use over the ZIPs' extent.
+        About how many cells to use over the ZIPs' extent (int16 each, int32 beyond 32,767
+        ZIPs: the default 2**21 cells take 4 MB).
     """
 
     BORDER, OUTSIDE, SHARED = -2, -3, -4
     SLOW = -9  # returned by classify(): decide with GEOS
     _EPS = 1e-6  # widening, in cells, that absorbs floating-point error in the cell arithmetic
+    _BAND_CELLS = 2**16  # cells per band of rows while building the raster
+    _BORDER_BATCH = 2**14  # border pieces marked per batch
 
     def __init__(self, zips: np.ndarray, target_cells: int = 2**21) -> None:
         import numpy as np
@@ -151,6 +160,8 @@ class ZipGrid:
         self.x0, self.y0 = xmin - self.cell, ymin - self.cell
         self.nx = int(np.ceil(width / self.cell)) + 3
         self.ny = int(np.ceil(height / self.cell)) + 3
+        # int16 cells (4 MB for 2**21) while ZIP positions fit, int32 beyond 32,767 ZIPs.
+        self._dtype = np.int16 if len(zips) <= np.iinfo(np.int16).max else np.int32
         parts, part_zip = shapely.get_parts(zips, return_index=True)
         rings, ring_part = shapely.get_rings(parts, return_index=True)
         coords, ring = shapely.get_coordinates(rings, return_index=True)
@@ -187,23 +198,37 @@ class ZipGrid:
         # Each (ZIP, row) has an even number of crossings (closed rings, half-open rule): pair
         # them into spans inside the ZIP. If that ever failed, answer nothing from the raster.
         if len(x) % 2 or (row[0::2] != row[1::2]).any() or (zip_of[0::2] != zip_of[1::2]).any():
-            return np.full((self.ny, self.nx), self.SHARED, dtype=np.int32)
+            return np.full((self.ny, self.nx), self.SHARED, dtype=self._dtype)
         x_in, x_out, row, zip_of = x[0::2], x[1::2], row[0::2], zip_of[0::2]
         col_in = np.clip(np.ceil((x_in - self.x0) / self.cell - 0.5).astype(np.int64), 0, self.nx)
         col_out = np.clip(np.ceil((x_out - self.x0) / self.cell - 0.5).astype(np.int64), 0, self.nx)
         # Difference arrays along each row: how many ZIPs hold a centre, and the sum of their
-        # indexes (the index itself where exactly one does); summed in place to save memory.
-        depth = np.zeros((self.ny, self.nx + 1), dtype=np.int16)
-        cells = np.zeros((self.ny, self.nx + 1), dtype=np.int32)
-        np.add.at(depth, (row, col_in), 1)
-        np.add.at(depth, (row, col_out), -1)
-        np.add.at(cells, (row, col_in), zip_of.astype(np.int32))
-        np.add.at(cells, (row, col_out), -zip_of.astype(np.int32))
-        np.cumsum(depth, axis=1, out=depth)
-        np.cumsum(cells, axis=1, out=cells)
-        cells[depth != 1] = self.SHARED
-        cells[depth == 0] = self.OUTSIDE
-        return cells[:, : self.nx]
+        # indexes (the index itself where exactly one does). Both are summed in the raster's
+        # own integer type, which wraps around on overflow: the spans that closed before a cell
+        # cancel modulo 2**16 (or 2**32), so where exactly one ZIP holds the centre the sum is
+        # that ZIP's index, which fits the type; elsewhere the value is overwritten. Built in
+        # bands of rows, so the construction holds little beyond the raster itself.
+        cells = np.empty((self.ny, self.nx), dtype=self._dtype)
+        band_order = np.argsort(row, kind="stable")
+        row, col_in, col_out = row[band_order], col_in[band_order], col_out[band_order]
+        zip_of = zip_of[band_order].astype(self._dtype)
+        band_rows = max(1, self._BAND_CELLS // (self.nx + 1))
+        for r0 in range(0, self.ny, band_rows):
+            r1 = min(r0 + band_rows, self.ny)
+            lo, hi = np.searchsorted(row, [r0, r1])
+            rows = row[lo:hi] - r0
+            depth = np.zeros((r1 - r0, self.nx + 1), dtype=self._dtype)
+            band = np.zeros((r1 - r0, self.nx + 1), dtype=self._dtype)
+            np.add.at(depth, (rows, col_in[lo:hi]), 1)
+            np.add.at(depth, (rows, col_out[lo:hi]), -1)
+            np.add.at(band, (rows, col_in[lo:hi]), zip_of[lo:hi])
+            np.subtract.at(band, (rows, col_out[lo:hi]), zip_of[lo:hi])
+            np.cumsum(depth, axis=1, dtype=self._dtype, out=depth)
+            np.cumsum(band, axis=1, dtype=self._dtype, out=band)
+            band[depth != 1] = self.SHARED
+            band[depth == 0] = self.OUTSIDE
+            cells[r0:r1] = band[:, : self.nx]
+        return cells
 
     def _mark_borders(self, start: np.ndarray, end: np.ndarray) -> None:
         """Mark every cell that a border segment may touch (in batches, to bound memory)."""
@@ -213,7 +238,8 @@ class ZipGrid:
         length = np.abs(end - start).max(axis=1) / self.cell
         pieces = np.maximum(1, np.ceil(length * 2)).astype(np.int64)
         batch_end = np.searchsorted(
-            np.cumsum(pieces), np.arange(1, 1 + pieces.sum() // 2**16) * 2**16
+            np.cumsum(pieces),
+            np.arange(1, 1 + pieces.sum() // self._BORDER_BATCH) * self._BORDER_BATCH,
         )
         for lo_seg, hi_seg in zip(np.r_[0, batch_end], np.r_[batch_end, len(start)], strict=True):
             if hi_seg <= lo_seg:

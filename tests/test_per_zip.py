@@ -402,6 +402,133 @@ def test_zip_grid_answers_only_what_geos_says(target_cells):
     assert (meets[answer == ZipGrid.OUTSIDE] == 0).all()
 
 
+def _check_grid_against_geos(zips, grid, bounds):
+    """Every box the raster places must be inside that ZIP's interior (GEOS), touching no other."""
+    import shapely
+
+    from analysis_lib._geo import ZipGrid
+
+    answer = grid.classify(bounds)
+    boxes = shapely.box(*bounds.T)
+    tree = shapely.STRtree(boxes)
+    zip_idx, box_idx = tree.query(zips, predicate="contains_properly")
+    inside = np.full(len(bounds), -1)
+    inside[box_idx] = zip_idx
+    meets = np.bincount(tree.query(zips, predicate="intersects")[1], minlength=len(bounds))
+    assert (answer[answer >= 0] == inside[answer >= 0]).all()
+    assert (meets[answer >= 0] == 1).all()
+    assert (meets[answer == ZipGrid.OUTSIDE] == 0).all()
+    return answer
+
+
+def test_zip_grid_int16_index_sums_may_wrap():
+    # ZIPs 1..299 overlap on [0, 1]: the running sum of their indexes (44,850) wraps around
+    # int16; ZIP 299 goes on alone to x = 3, where the sum must come back to exactly 299.
+    import shapely
+
+    from analysis_lib._geo import ZipGrid
+
+    zips = np.array(
+        [shapely.box(4, 0, 5, 1)] + [shapely.box(0, 0, 1, 1)] * 298 + [shapely.box(0, 0, 3, 1)],
+        dtype=object,
+    )
+    grid = ZipGrid(zips, target_cells=2**14)
+    assert grid.cells.dtype == np.int16
+    rng = np.random.default_rng(5)
+    x, y = rng.uniform(-0.5, 5.5, 5000), rng.uniform(-0.5, 1.5, 5000)
+    half = rng.uniform(0.01, 0.5, (5000, 1)) * grid.cell
+    bounds = np.column_stack([x - half[:, 0], y - half[:, 0], x + half[:, 0], y + half[:, 0]])
+    answer = _check_grid_against_geos(zips, grid, bounds)
+    alone = (
+        (bounds[:, 0] > 1.1) & (bounds[:, 2] < 2.9) & (bounds[:, 1] > 0.1) & (bounds[:, 3] < 0.9)
+    )
+    assert alone.sum() > 100 and (answer[alone] == 299).all()
+    overlap = (
+        (bounds[:, 0] > 0.1) & (bounds[:, 2] < 0.9) & (bounds[:, 1] > 0.1) & (bounds[:, 3] < 0.9)
+    )
+    assert overlap.sum() > 100 and (answer[overlap] == ZipGrid.SLOW).all()  # SHARED cells
+
+
+def test_zip_grid_uses_int32_beyond_32767_zips():
+    import shapely
+
+    from analysis_lib._geo import ZipGrid
+
+    side = 182  # 33,124 ZIPs: unit squares with gaps, in a square
+    i, j = np.divmod(np.arange(side * side), side)
+    zips = shapely.box(i * 2.0, j * 2.0, i * 2.0 + 1.5, j * 2.0 + 1.5)
+    grid = ZipGrid(zips, target_cells=2**21)
+    assert grid.cells.dtype == np.int32
+    rng = np.random.default_rng(6)
+    x = rng.uniform(2 * side - 6, 2 * side, 20_000)  # the last three columns of ZIPs
+    y = rng.uniform(0, 2 * side, 20_000)
+    half = rng.uniform(0.01, 0.4, 20_000) * grid.cell
+    bounds = np.column_stack([x - half, y - half, x + half, y + half])
+    answer = _check_grid_against_geos(zips, grid, bounds)
+    assert (answer > np.iinfo(np.int16).max).sum() > 1000
+
+
+def test_wkb_polygon_bounds_in_blocks_with_mixed_lengths():
+    import shapely
+
+    from analysis_lib._geo import wkb_polygon_bounds
+
+    rng = np.random.default_rng(8)
+    n = 10_000  # more than two blocks of each length
+    centre = rng.uniform(-72, -70, (n, 2))
+    geoms = np.where(
+        rng.random(n) < 0.5,
+        shapely.buffer(shapely.points(centre), 1e-4, quad_segs=2),  # 9 points
+        shapely.box(centre[:, 0], centre[:, 1], centre[:, 0] + 1e-4, centre[:, 1] + 2e-4),
+    )
+    wkb = shapely.to_wkb(geoms, byte_order=1)
+    wkb[::97] = shapely.to_wkb(geoms[::97], byte_order=0)  # some left to GEOS
+    bounds = wkb_polygon_bounds(wkb)
+    big = np.zeros(n, bool)
+    big[::97] = True
+    assert np.isnan(bounds[big]).all()
+    np.testing.assert_array_equal(bounds[~big], shapely.bounds(geoms[~big]))
+
+
+def test_partials_hold_footprints_in_a_few_arrays_and_give_exact_medians():
+    # 60 chunks of 1,000 rows over 500 ZIPs: one small array per ZIP and chunk (about 26,000)
+    # would cost several times the 480 kB of values; the partials must stay within twice that.
+    from analysis_lib._per_zip import _Partials
+
+    rng = np.random.default_rng(4)
+    n_zips, rows, chunks = 500, 1000, 60
+    use_types = ("residential", "other")
+    frames, zip_idxs = [], []
+    for _ in range(chunks):
+        frames.append(
+            pd.DataFrame(
+                {
+                    "footprint_m2": rng.lognormal(5, 1, rows),
+                    "height_m": np.nan,
+                    "year_built": np.nan,
+                    "use_type": "other",
+                }
+            )
+        )
+        zip_idxs.append(rng.integers(0, n_zips - 1, rows))  # the last ZIP stays empty
+        _Partials.from_rows(n_zips, use_types, zip_idxs[-1], frames[-1])  # pandas' caches
+    tracemalloc.start()
+    try:
+        total = _Partials(n_zips, use_types)
+        for frame, zip_idx in zip(frames, zip_idxs, strict=True):
+            total.merge(_Partials.from_rows(n_zips, use_types, zip_idx, frame))
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * chunks * rows * 8
+    medians = total.raw(pd.Index(range(n_zips)))["footprint_median"].to_numpy()
+    values = np.concatenate([f["footprint_m2"].to_numpy() for f in frames])
+    zip_idx = np.concatenate(zip_idxs)
+    expected = [np.median(values[zip_idx == z]) for z in range(n_zips - 1)]
+    assert medians[:-1].tolist() == expected  # exact, not approximately
+    assert np.isnan(medians[-1])
+
+
 @pytest.mark.parametrize(
     ("geometry", "expected"),
     [

@@ -33,6 +33,13 @@ its first batch and fails on a later batch of another type (a REAL column
 whose first rows are NULL, for example): ``read_frame`` then reruns the query
 on the DB-API path, which ``iter_frames`` cannot do once chunks have been
 handed out.
+
+Parallel reads: on the ADBC engine ``read_frame``/``read_geodataframe`` split a
+queryset into primary-key ranges read at once, one connection and one thread
+each (the driver steps SQLite, or decodes PostgreSQL's COPY stream, without
+the GIL), when concatenating the ranges gives the queryset's own result (no
+slice, DISTINCT, grouping, aggregate or union; no ordering but the integer
+primary key). Each range is its own snapshot.
 """
 
 from __future__ import annotations
@@ -600,6 +607,10 @@ def _adbc_reason(plan: _Plan, connection: Any, iterating: bool, engine: str) -> 
         __import__(f"{module}.dbapi")
     except ImportError:
         return f"the ADBC driver is not installed: pip install '{module.replace('_', '-')}>=1.13'"
+    try:
+        import pyarrow  # noqa: F401 - the driver imports without it, then fails to fetch
+    except ImportError as exc:  # not installed, or kept out of this process on purpose
+        return f"the ADBC engine needs pyarrow, which cannot be imported here: {exc}"
     if connection.in_atomic_block:
         return (
             "the Django connection is inside transaction.atomic(); a second (ADBC) connection "

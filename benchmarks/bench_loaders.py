@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     _fill(args.rows, args.seed)
+    # Parallel reads need a free core: say how busy the machine is.
+    print(f"[bench] {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     env = {**os.environ, "DATABASE_URL": args.database_url}
     methods = args.methods.split(",")
     runs = {"plain": PLAIN_FIELDS, "geometry": GEOMETRY_FIELDS}
@@ -331,27 +333,28 @@ def main(argv: list[str] | None = None) -> int:
         text, med = _table(f"{run} ({', '.join(fields)})", results, args.rows)
         report[run] = med
         print("\n" + text + "\n")
-        for suffix, engine in (
-            ("", "dbapi"),
-            (" adbc", "adbc, parallel reads"),
-            (" adbc parallel=1", "adbc, one read"),
+        dp, raw = med.get("django-pandas"), med.get("raw cursor")
+        for name, how in (
+            ("read_frame", "dbapi"),
+            ("read_frame adbc", "adbc, parallel reads (default)"),
+            ("read_frame adbc parallel=1", "adbc, one read"),
         ):
-            rf, it = med.get("read_frame" + suffix), med.get("iter_frames" + suffix)
-            small = med.get(f"iter_frames{suffix} 100k")
-            if rf and "django-pandas" in med and "raw cursor" in med:
+            rf = med.get(name)
+            if rf and dp and raw:
                 print(
-                    f"read_frame ({engine}): "
-                    f"{rf['rows_per_s'] / med['django-pandas']['rows_per_s']:.2f}x "
-                    f"django-pandas (target >= 3x), "
-                    f"{rf['rows_per_s'] / med['raw cursor']['rows_per_s']:.2f}x the raw cursor "
-                    "(target >= 0.8x)"
+                    f"read_frame ({how}): {rf['rows_per_s'] / dp['rows_per_s']:.2f}x "
+                    f"django-pandas (target >= 3x), {rf['rows_per_s'] / raw['rows_per_s']:.2f}x "
+                    "the raw cursor (target >= 0.8x)"
                 )
+        for suffix, how in (("", "dbapi"), (" adbc", "adbc")):
+            it, small = med.get("iter_frames" + suffix), med.get(f"iter_frames{suffix} 100k")
             if it and small:
                 print(
-                    f"iter_frames ({engine}) peak at {it['rows']:,} rows / at "
+                    f"iter_frames ({how}) peak at {it['rows']:,} rows / at "
                     f"{small['rows']:,} rows: {it['peak_mib']:.0f} / {small['peak_mib']:.0f} "
                     f"MiB = {it['peak_mib'] / small['peak_mib']:.2f} (target <= 1.2)"
                 )
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print()
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -817,6 +817,16 @@ def test_adbc_without_the_driver(adbc_db, monkeypatch):
     assert len(read_frame(qs, ["id"])) == ADBC_ROWS
 
 
+@adbc_db_mark
+def test_adbc_without_pyarrow_says_so(adbc_db, monkeypatch):
+    qs = Building.objects.using(adbc_db).order_by("id")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow raises ImportError
+
+    with pytest.raises(ValueError, match="needs pyarrow, which cannot be imported here"):
+        read_frame(qs, ["id"], engine="adbc")
+    assert len(read_frame(qs, ["id"])) == ADBC_ROWS  # auto: DB-API
+
+
 def _count_parts(monkeypatch) -> list:
     """Record the primary-key range of every part read_frame reads in parallel."""
     from analysis_lib import _loaders

@@ -223,3 +223,41 @@ def reference_summary(zips, predicate: str = "within"):
     summary = pd.DataFrame.from_dict(rows, orient="index")
     summary.index.name = "zip_code"
     return summary, {code: set(frame["id"]) for code, frame in frames.items()}
+
+
+_DATABASE_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+from analysis_lib import setup_django
+setup_django()
+from django.core.management import call_command
+call_command("migrate", verbosity=0)
+from tests.per_zip_fixtures import make_buildings, make_zips
+make_zips()
+make_buildings(seed={seed}, n={n})
+"""
+
+
+def make_database_file(path, seed: int = 21, n: int = 300) -> str:
+    """Fill a new SpatiaLite file with the ZIPs and ``n`` buildings, in a child process.
+
+    For tests that run the code under test in a fresh process (which cannot see the test
+    database of pytest-django). Returns the ``DATABASE_URL`` of the file.
+    """
+    import os
+    import subprocess
+    import sys
+
+    from analysis_lib._django import PROJECT_ROOT
+
+    url = f"spatialite:///{path}"
+    done = subprocess.run(
+        [sys.executable, "-c", _DATABASE_SCRIPT.format(root=str(PROJECT_ROOT), seed=seed, n=n)],
+        env={**os.environ, "DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"could not build the test database {path}:\n{done.stderr}")
+    return url

@@ -15,13 +15,14 @@ from pandas.testing import assert_frame_equal
 
 from analysis_lib import summarize_by_zip
 from analysis_lib._django import PROJECT_ROOT
-from tests.per_zip_fixtures import make_buildings, make_zips
+from tests.backends import IS_POSTGIS
+from tests.per_zip_fixtures import make_buildings, make_database_file, make_zips
 
 pytestmark = pytest.mark.django_db
 
 SUMMARY = re.compile(
     r"^MA: 15 ZIPs, (?P<n>[\d,]+) buildings assigned \((?P<predicate>\w+), (?P<strategy>\w+)\), "
-    r"[\d.]+ s, peak \d+ MiB -> (?P<files>.+)$"
+    r"[\d.]+ s, peak \d+ MiB \((?P<pyarrow>with|without) pyarrow\) -> (?P<files>.+)$"
 )
 
 
@@ -119,3 +120,39 @@ def test_command_line_errors_have_no_traceback(tmp_path):
     assert "CommandError: cannot read the ZIP code and building tables" in done.stderr
     assert "run `python manage.py migrate` first" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# A command-line run in a fresh process, reporting at exit whether pyarrow was ever imported.
+WRAPPER = """
+import atexit, runpy, sys
+atexit.register(lambda: print("pyarrow imported:", sys.modules.get("pyarrow") is not None))
+sys.argv = ["manage.py", *sys.argv[1:]]
+runpy.run_path("manage.py", run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(
+    IS_POSTGIS, reason="process-level test on its own SpatiaLite file; runs in the SpatiaLite pass"
+)
+def test_command_line_csv_run_keeps_pyarrow_out_unless_asked(tmp_path):
+    url = make_database_file(tmp_path / "cli.sqlite3", seed=22, n=300)
+    outputs = {}
+    for extra in (["--map", str(tmp_path / "map.png")], ["--with-pyarrow"]):
+        out = tmp_path / f"{len(outputs)}.csv"
+        done = subprocess.run(
+            [sys.executable, "-c", WRAPPER, "analyze_buildings", "--state", "MA"]
+            + ["--out", str(out), "--no-progress", *extra],
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        summary, imported = done.stdout.strip().splitlines()[-2:]
+        match = SUMMARY.match(summary)
+        assert match, summary
+        outputs[extra[0]] = (match["pyarrow"], imported, out.read_bytes())
+    assert outputs["--map"][:2] == ("without", "pyarrow imported: False")
+    assert outputs["--with-pyarrow"][:2] == ("with", "pyarrow imported: True")
+    assert outputs["--map"][2] == outputs["--with-pyarrow"][2]  # the same table
+    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # matplotlib works

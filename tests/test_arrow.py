@@ -60,7 +60,6 @@ print(json.dumps(result))
 """
 
 
-@runs_once
 def test_keep_pyarrow_out_blocks_pyarrow_and_pandas_still_imports():
     result = run_child(BLOCK)
     assert result["before"] is False

@@ -22,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "iter_frames": "_loaders",
     "read_frame": "_loaders",
     "read_geodataframe": "_loaders",
+    # keep pandas from loading pyarrow (~38 MiB of RSS) in a lean process
+    "keep_pyarrow_out": "_arrow",
     # memory instruments built on memory-profiler and tracemalloc
     "MemoryResult": "_memory",
     "MemoryLog": "_memory",
@@ -71,6 +73,7 @@ __all__ = [
     "default_log",
     "iter_buildings_by_zip",
     "iter_frames",
+    "keep_pyarrow_out",
     "load_ipython_extension",
     "measure",
     "memory_comparison",
@@ -103,6 +106,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from ._arrow import keep_pyarrow_out
     from ._dask import summarize_by_zip_distributed, to_dask
     from ._django import setup_django
     from ._loaders import iter_frames, read_frame, read_geodataframe

@@ -65,7 +65,7 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
     """Run one measurement in this (fresh) process and return what it saw."""
     sys.path.insert(0, str(ROOT))
     if method == KEPT_OUT:  # first, before anything imports pandas (as analyze_buildings does)
-        from analysis_lib._arrow import keep_pyarrow_out
+        from analysis_lib import keep_pyarrow_out
 
         if not keep_pyarrow_out():
             raise RuntimeError("keep_pyarrow_out() came too late in the benchmark child")

@@ -103,7 +103,7 @@ class Command(BaseCommand):
             and getattr(self, "_own_process", False)
             and "pandas" not in sys.modules
         ):
-            from analysis_lib._arrow import keep_pyarrow_out
+            from analysis_lib import keep_pyarrow_out
 
             keep_pyarrow_out()  # pandas is not imported yet: it will come without pyarrow
         self._check_database(state)

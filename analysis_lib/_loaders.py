@@ -1114,7 +1114,9 @@ def iter_frames(
         refused inside ``transaction.atomic()`` and on in-memory SQLite.
         ``"auto"``: DB-API for ``iter_frames`` (it holds exactly one chunk;
         see the module notes); ``read_frame`` uses ADBC when installed and allowed. Results are the
-        same values and dtypes either way.
+        same values and dtypes either way. On PostgreSQL the ADBC driver streams (``COPY``) only
+        queries without parameters: with parameters libpq receives the whole result first, so
+        ``iter_frames(engine="adbc")`` is then not bounded by ``chunk_size``.
 
     Returns
     -------

@@ -5,8 +5,8 @@ databases (the full generated Massachusetts and a tenth of it), and the table re
 against the baselines measured in the same run:
 
 * ``sweep``, ``orm``, ``database``: ``summarize_by_zip(state, strategy=...)`` on every ZIP
-  (``sweep (1 worker thread)``: ``workers=1``, chunks matched in a background thread while
-  the next one is fetched), in a process where ``import pandas`` also loads pyarrow (pandas
+  with their defaults (the sweep matches chunks in a background thread while ADBC fetches
+  the next one; ``sweep (no worker thread)``: ``workers=0``), in a process where ``import pandas`` also loads pyarrow (pandas
   2.x does whenever it is installed; the sweep then reads with ADBC);
 * ``sweep (pyarrow kept out)``: the same sweep in a process that first calls
   ``keep_pyarrow_out()``, exactly as ``manage.py analyze_buildings`` does for CSV output
@@ -44,7 +44,7 @@ KEPT_OUT = "sweep (pyarrow kept out)"
 METHODS = (
     "sweep",
     KEPT_OUT,
-    "sweep (1 worker thread)",
+    "sweep (no worker thread)",
     "orm",
     "database",
     "stock values loop",
@@ -85,8 +85,8 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
     baseline = _rss_mib()
     start = time.perf_counter()
     cpu_start = time.process_time()
-    if method in ("sweep", KEPT_OUT, "sweep (1 worker thread)", "orm", "database"):
-        strategy, workers = method.split()[0], (1 if "worker" in method else 0)
+    if method in ("sweep", KEPT_OUT, "sweep (no worker thread)", "orm", "database"):
+        strategy, workers = method.split()[0], (0 if "no worker" in method else None)
         summary = summarize_by_zip(state, strategy=strategy, predicate=predicate, workers=workers)
         seconds = time.perf_counter() - start
         return {

@@ -142,9 +142,65 @@ def test_zip_subset_and_building_filter(crafted):
 
 def test_sweep_chunking_and_threads_do_not_change_the_result(crafted):
     base = summarize_by_zip("MA", strategy="orm")
-    for chunk_size, workers in [(37, 0), (37, 1), (1000, 2), (1, 3)]:
+    for chunk_size, workers in [(37, 0), (37, 1), (1000, 2), (1, 3), (37, None)]:
         result = summarize_by_zip("MA", chunk_size=chunk_size, workers=workers)
         assert_frame_equal(result, base, check_exact=False, rtol=1e-12)
+
+
+# A fresh process on a SpatiaLite file (ADBC cannot read the in-memory test database): which
+# threads match chunks under workers=None, and the summary, as JSON.
+_THREADS_SCRIPT = """
+import json, sys, threading
+sys.path.insert(0, {root!r})
+if {keep!r}:
+    from analysis_lib import keep_pyarrow_out
+    keep_pyarrow_out()
+from analysis_lib import setup_django, summarize_by_zip
+setup_django()
+from analysis_lib import _per_zip
+names = set()
+real = _per_zip._Partials.from_rows
+def spy(*args, **kwargs):
+    names.add(threading.current_thread().name.split("_")[0])
+    return real(*args, **kwargs)
+_per_zip._Partials.from_rows = spy
+auto = summarize_by_zip("MA", chunk_size=50)
+names_auto = sorted(names)
+names.clear()
+none = summarize_by_zip("MA", chunk_size=50, workers=0)
+print(json.dumps({{"auto": names_auto, "none": sorted(names),
+                  "equal": bool(auto.equals(none)), "n": int(auto["n_buildings"].sum())}}))
+"""
+
+
+@requires_spatialite
+def test_sweep_uses_a_worker_thread_by_default_only_when_adbc_reads(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from analysis_lib._django import PROJECT_ROOT
+    from tests.per_zip_fixtures import make_database_file
+
+    url = make_database_file(tmp_path / "threads.sqlite3", seed=23, n=300)
+    seen = {}
+    for keep in (False, True):
+        done = subprocess.run(
+            [sys.executable, "-c", _THREADS_SCRIPT.format(root=str(PROJECT_ROOT), keep=keep)],
+            env={**os.environ, "DATABASE_URL": url},
+            capture_output=True,
+            text=True,
+            cwd=PROJECT_ROOT,
+        )
+        assert done.returncode == 0, done.stderr
+        seen[keep] = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert seen[False]["auto"] == ["sweep"]  # ADBC reads: chunks matched in the worker thread
+    assert seen[True]["auto"] == ["MainThread"]  # pyarrow kept out, DB-API: no thread
+    for run in seen.values():
+        assert run["none"] == ["MainThread"]
+        assert run["equal"] and run["n"] > 0
 
 
 def test_iter_buildings_by_zip_columns_geometry_and_order(crafted):

@@ -72,8 +72,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--workers",
             type=int,
-            default=0,
-            help="Background threads for the sweep (default 0: it is GIL-bound).",
+            default=None,
+            help="Background threads matching chunks in the sweep (default: 1 when it reads "
+            "with ADBC, which fetches without the GIL; 0 on DB-API, as in a CSV run without "
+            "pyarrow).",
         )
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not show the progress bar."

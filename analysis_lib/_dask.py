@@ -25,6 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._loaders import _check_count
+
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.dataframe
     import distributed
@@ -138,16 +140,6 @@ def _check_queryset(queryset: Any, caller: str) -> None:
             f"{caller}(): partitions are integer primary-key ranges, but "
             f"{queryset.model._meta.label}.{pk.name} is a {internal}"
         )
-
-
-def _check_count(name: str, value: Any, *, allow_none: bool = True) -> None:
-    """Raise TypeError/ValueError unless ``value`` is a positive int (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be a positive int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"`{name}` must be at least 1, got {value}")
 
 
 def _make_source(

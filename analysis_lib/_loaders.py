@@ -999,13 +999,14 @@ def _read_part(plan: _Plan, chunk_size: int, bar: Any) -> list[pd.DataFrame]:
     return list(_iter_adbc(plan, chunk_size, False, bar))
 
 
-def _check_parallel(parallel: Any) -> None:
-    if parallel is None:
+def _check_count(name: str, value: Any, *, allow_none: bool = True) -> None:
+    """Raise TypeError/ValueError unless ``value`` is a positive int (or None when allowed)."""
+    if value is None and allow_none:
         return
-    if isinstance(parallel, bool) or not isinstance(parallel, int):
-        raise TypeError(f"parallel must be an int or None, got {type(parallel).__name__}")
-    if parallel < 1:
-        raise ValueError(f"parallel must be at least 1 (or None for automatic), got {parallel}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"`{name}` must be a positive int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"`{name}` must be at least 1, got {value}")
 
 
 def _read_all(
@@ -1223,7 +1224,7 @@ def read_frame(
     ['height_m', 'use_type', 'zip__code']
     """
     _check_common(queryset, fields, chunk_size, geometry, engine)
-    _check_parallel(parallel)
+    _check_count("parallel", parallel)
     plan = _make_plan(queryset, fields, geometry)
     names = [c.name for c in plan.columns]
     if index is not None and index not in names:
@@ -1302,7 +1303,7 @@ def read_geodataframe(
     'EPSG:4326'
     """
     _check_common(queryset, fields, chunk_size, "shapely", engine)
-    _check_parallel(parallel)
+    _check_count("parallel", parallel)
     try:
         import geopandas
     except ImportError as exc:

@@ -6,8 +6,9 @@ against the baselines measured in the same run:
 
 * ``sweep``, ``orm``, ``database``: ``summarize_by_zip(state, strategy=...)`` on every ZIP
   with their defaults (the sweep matches chunks in a background thread while ADBC fetches
-  the next one; ``sweep (no worker thread)``: ``workers=0``), in a process where ``import pandas`` also loads pyarrow (pandas
-  2.x does whenever it is installed; the sweep then reads with ADBC);
+  the next one; ``sweep (no worker thread)``: ``workers=0``), in a process where
+  ``import pandas`` also loads pyarrow (pandas 2.x does whenever it is installed; the sweep
+  then reads with ADBC);
 * ``sweep (pyarrow kept out)``: the same sweep in a process that first calls
   ``keep_pyarrow_out()``, exactly as ``manage.py analyze_buildings`` does for CSV output
   (pandas without pyarrow, rows read with DB-API);

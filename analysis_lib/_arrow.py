@@ -65,12 +65,6 @@ def pyarrow_kept_out() -> bool:
     return _blocker() is not None
 
 
-def pyarrow_blocked_message() -> str | None:
-    """Return the message ``import pyarrow`` raises here (None when pyarrow is not kept out)."""
-    blocker = _blocker()
-    return None if blocker is None else blocker.message("pyarrow")
-
-
 def keep_pyarrow_out() -> bool:
     """Refuse every later ``import pyarrow`` in this process, so ``import pandas`` skips it.
 

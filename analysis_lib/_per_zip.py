@@ -780,8 +780,9 @@ def summarize_by_zip(
         the rest, the footprints near a border (about 7% of the generated Massachusetts), are
         decoded with ``shapely.from_wkb`` and matched with an ``STRtree`` over the chunk queried
         with the prepared ZIP polygons (``contains``). Both steps are exact: the raster only
-        answers when the box is inside one ZIP's interior. With ``workers=1`` or more, chunks are
-        matched in background threads while the calling thread fetches the next one. Memory:
+        answers when the box is inside one ZIP's interior. With ``workers=1`` or more (by default
+        one when ADBC reads), chunks are matched in background threads while the calling thread
+        fetches the next one. Memory:
         ``workers + 1`` chunks, the raster (4 MB), fixed per-ZIP aggregates, and 8 bytes per
         assigned building for the exact footprint medians.
     ``"orm"``

@@ -6,40 +6,20 @@ process that keeps pyarrow out runs in a fresh child process.
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
-import subprocess
 import sys
 import warnings
 
 import pytest
 from pandas.testing import assert_frame_equal
 
-from analysis_lib._django import PROJECT_ROOT
 from tests.backends import IS_POSTGIS
-from tests.per_zip_fixtures import make_database_file
+from tests.per_zip_fixtures import make_database_file, run_child
 
 # The children use their own SpatiaLite file whatever the backend under test: run them once.
 runs_once = pytest.mark.skipif(
     IS_POSTGIS, reason="process-level test on its own SpatiaLite file; runs in the SpatiaLite pass"
 )
-
-
-def run_child(code: str, database_url: str | None = None) -> dict:
-    """Run ``code`` in a fresh Python process; return the JSON of its last output line."""
-    env = dict(os.environ)
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    done = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n{code}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 BLOCK = """

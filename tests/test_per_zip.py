@@ -150,8 +150,7 @@ def test_sweep_chunking_and_threads_do_not_change_the_result(crafted):
 # A fresh process on a SpatiaLite file (ADBC cannot read the in-memory test database): which
 # threads match chunks under workers=None, and the summary, as JSON.
 _THREADS_SCRIPT = """
-import json, sys, threading
-sys.path.insert(0, {root!r})
+import json, threading
 if {keep!r}:
     from analysis_lib import keep_pyarrow_out
     keep_pyarrow_out()
@@ -175,26 +174,10 @@ print(json.dumps({{"auto": names_auto, "none": sorted(names),
 
 @requires_spatialite
 def test_sweep_uses_a_worker_thread_by_default_only_when_adbc_reads(tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from analysis_lib._django import PROJECT_ROOT
-    from tests.per_zip_fixtures import make_database_file
+    from tests.per_zip_fixtures import make_database_file, run_child
 
     url = make_database_file(tmp_path / "threads.sqlite3", seed=23, n=300)
-    seen = {}
-    for keep in (False, True):
-        done = subprocess.run(
-            [sys.executable, "-c", _THREADS_SCRIPT.format(root=str(PROJECT_ROOT), keep=keep)],
-            env={**os.environ, "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            cwd=PROJECT_ROOT,
-        )
-        assert done.returncode == 0, done.stderr
-        seen[keep] = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = {keep: run_child(_THREADS_SCRIPT.format(keep=keep), url) for keep in (False, True)}
 
     assert seen[False]["auto"] == ["sweep"]  # ADBC reads: chunks matched in the worker thread
     assert seen[True]["auto"] == ["MainThread"]  # pyarrow kept out, DB-API: no thread
@@ -428,7 +411,6 @@ def _crafted_zip_geometries():
 
 @pytest.mark.parametrize("target_cells", [2**10, 2**16, 2**21])
 def test_zip_grid_answers_only_what_geos_says(target_cells):
-    import shapely
 
     from analysis_lib._geo import ZipGrid
 
@@ -444,18 +426,8 @@ def test_zip_grid_answers_only_what_geos_says(target_cells):
     # Boxes sharing an edge or a corner with a grid line and a border, exactly.
     bounds[:50, 0] = -71.23
     bounds[50:100, 3] = 42.27
-    answer = grid.classify(bounds)
-    boxes = shapely.box(*bounds.T)
-    tree = shapely.STRtree(boxes)
-    zip_idx, box_idx = tree.query(zips, predicate="contains_properly")
-    inside = np.full(n, -1)
-    inside[box_idx] = zip_idx
-    meets = np.bincount(tree.query(zips, predicate="intersects")[1], minlength=n)
-    decided = answer != ZipGrid.SLOW
-    assert decided.mean() > 0.3
-    assert (answer[answer >= 0] == inside[answer >= 0]).all()
-    assert (meets[answer >= 0] == 1).all()  # inside one ZIP's interior, touching no other
-    assert (meets[answer == ZipGrid.OUTSIDE] == 0).all()
+    answer = _check_grid_against_geos(zips, grid, bounds)
+    assert (answer != ZipGrid.SLOW).mean() > 0.3
 
 
 def _check_grid_against_geos(zips, grid, bounds):

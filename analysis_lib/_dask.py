@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._loaders import _check_count
+from ._loaders import _check_count, _pk_span, _require_queryset
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.dataframe
@@ -104,16 +104,7 @@ class _Range:
 
 def _check_queryset(queryset: Any, caller: str) -> None:
     """Raise TypeError/ValueError unless ``queryset`` can be split by primary-key ranges."""
-    from django.db.models import Manager, QuerySet
-
-    if not isinstance(queryset, QuerySet):
-        hint = ""
-        if isinstance(queryset, Manager):
-            hint = f"; call .all() on the manager, e.g. {queryset.model.__name__}.objects.all()"
-        raise TypeError(
-            f"{caller}(): queryset must be a django.db.models.QuerySet, "
-            f"got {type(queryset).__name__}{hint}"
-        )
+    _require_queryset(queryset, f"{caller}(): ")
     query = queryset.query
     if query.is_sliced:
         raise ValueError(
@@ -174,12 +165,10 @@ def _make_source(
 
 def _pk_ranges(queryset: QuerySet, npartitions: int) -> list[_Range]:
     """Split ``[min(pk), max(pk)]`` into ``npartitions`` ranges of equal width (fewer if narrow)."""
-    from django.db.models import Max, Min
-
-    bounds = queryset.order_by().aggregate(lo=Min("pk"), hi=Max("pk"))
-    lo, hi = bounds["lo"], bounds["hi"]
-    if lo is None:  # no rows: one range that matches nothing
+    span = _pk_span(queryset)
+    if span is None:  # no rows: one range that matches nothing
         return [_Range(0, 0, False)]
+    lo, hi = span
     width = hi - lo + 1
     n = min(npartitions, width)
     edges = [lo + (i * width) // n for i in range(n)] + [hi]

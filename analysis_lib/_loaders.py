@@ -157,17 +157,9 @@ def _check_common(
     queryset: Any, fields: Any, chunk_size: Any, geometry: Any, engine: Any = "auto"
 ) -> None:
     """Raise TypeError/ValueError for bad arguments, before touching the database."""
-    from django.db.models import Manager, QuerySet
-
     if engine not in _ENGINES:
         raise ValueError(f"engine was {engine!r} but is expected to be in {_ENGINES}")
-    if not isinstance(queryset, QuerySet):
-        hint = ""
-        if isinstance(queryset, Manager):
-            hint = f"; call .all() on the manager, e.g. {queryset.model.__name__}.objects.all()"
-        raise TypeError(
-            f"queryset must be a django.db.models.QuerySet, got {type(queryset).__name__}{hint}"
-        )
+    _require_queryset(queryset)
     if fields is not None:
         if isinstance(fields, str | bytes) or not isinstance(fields, Sequence):
             raise TypeError(
@@ -193,6 +185,20 @@ def _check_common(
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     if geometry not in _GEOMETRY_FORMATS:
         raise ValueError(f"geometry was {geometry!r} but is expected to be in {_GEOMETRY_FORMATS}")
+
+
+def _require_queryset(queryset: Any, prefix: str = "") -> None:
+    """Raise TypeError unless ``queryset`` is a QuerySet (a Manager gets a hint: ``.all()``)."""
+    from django.db.models import Manager, QuerySet
+
+    if not isinstance(queryset, QuerySet):
+        hint = ""
+        if isinstance(queryset, Manager):
+            hint = f"; call .all() on the manager, e.g. {queryset.model.__name__}.objects.all()"
+        raise TypeError(
+            f"{prefix}queryset must be a django.db.models.QuerySet, "
+            f"got {type(queryset).__name__}{hint}"
+        )
 
 
 def _valid_names(queryset: QuerySet) -> list[str]:
@@ -925,13 +931,21 @@ def _split_bounds(queryset: QuerySet) -> tuple[int, int] | None:
     pk_names = ("pk", pk.name, pk.attname)
     if query.extra_order_by or any(key not in pk_names for key in ordering):
         return None
-    # Two ORDER BY pk LIMIT 1 queries: each walks the primary-key index from one end. (One
-    # MIN/MAX query would scan the whole table on SQLite: its min/max shortcut takes one.)
-    keys = queryset.values_list("pk", flat=True)
     try:
-        lo, hi = keys.order_by("pk").first(), keys.order_by("-pk").first()
+        return _pk_span(queryset)
     except FieldError:  # pragma: no cover - Django refused the pk lookup on this queryset
         return None
+
+
+def _pk_span(queryset: QuerySet) -> tuple[int, int] | None:
+    """Return the smallest and largest primary key of ``queryset`` (None when it is empty).
+
+    Two ``ORDER BY pk LIMIT 1`` queries, each walking the primary-key index from one end. One
+    ``MIN``/``MAX`` query would scan the whole table on SQLite, whose min/max shortcut takes a
+    single aggregate.
+    """
+    keys = queryset.values_list("pk", flat=True)
+    lo, hi = keys.order_by("pk").first(), keys.order_by("-pk").first()
     if lo is None or hi is None:
         return None
     return int(lo), int(hi)

@@ -560,8 +560,8 @@ def _trim_heap() -> None:
     The pass leaves its chunks and footprints as free space inside the C heap, which glibc keeps
     mapped: RSS stays near the peak until later allocations reuse it. Trimming does not change
     the pass's peak; what runs next (``analyze_buildings --map`` imports matplotlib and draws)
-    starts lower. Measured on the generated Massachusetts: RSS 171 -> 153 MiB after the sweep,
-    the command's peak with ``--map`` 196 -> 188 MiB.
+    starts lower (measured once on the generated Massachusetts, without a switch to repeat it: the
+    command's peak with ``--map`` went from 196 to 188 MiB).
     """
     import ctypes
     from contextlib import suppress
@@ -814,18 +814,17 @@ def summarize_by_zip(
         Which buildings belong to a ZIP (see above).
     chunk_size : int
         Rows per fetch (``sweep``, ``orm``; default 10,000). The sweep holds ``workers + 1``
-        chunks, each a few MB plus the rows fetched to build it. Measured on the generated
-        Massachusetts (2,000,000 buildings; a fresh process each, 2 cores), peak RSS and time at
-        20,000 / 10,000 / 5,000 rows: with pyarrow kept out
-        (:func:`~analysis_lib.keep_pyarrow_out`, DB-API) 186 / 179 / 177 MiB, 4.7 / 5.1 /
-        5.3 s; with pyarrow (ADBC) 241 / 232 / 229 MiB, 3.9 / 4.1 / 4.6 s.
+        chunks, each a few MB plus the rows fetched to build it. On the generated
+        Massachusetts (2,000,000 buildings), with pyarrow kept out, the peak RSS at 20,000 /
+        10,000 / 5,000 rows was 186 / 180 / 178 MiB (``manage.py analyze_buildings --state MA
+        --chunk-size N`` prints it), for a few percent more time per halving.
     workers : int, optional
         Background threads matching chunks in ``sweep`` while the calling thread fetches the
         next one; 0 does everything in the calling thread. ``None`` (default): 1 when the pass
         reads with the ADBC engine, which fetches without holding the GIL, else 0: the DB-API
         fetch builds Python rows under the GIL and a thread does not pay. Measured on the
-        generated Massachusetts (2,000,000 buildings, fresh processes, 2 cores): ADBC 3.0-3.1 s
-        with a thread against 3.9-4.7 s without; DB-API 5.0-5.3 s either way.
+        generated Massachusetts with ``manage.py analyze_buildings --workers {0,1}
+        [--with-pyarrow]``: ADBC 4.6 s without a thread, 3.3 s with one; DB-API 5.3 / 5.4 s.
     engine : {"auto", "dbapi", "adbc"}
         How ``sweep`` reads the rows (see :func:`~analysis_lib.iter_frames`). ``"auto"``
         (default) uses the Arrow-native ADBC engine when it can run here (a database file or

@@ -1,10 +1,13 @@
-"""Analyse buildings ZIP code by ZIP code in bounded memory, and measure memory honestly.
+"""Analyse any GeoDjango models region by region in bounded memory, and measure memory honestly.
 
 The public names live in small private modules and are imported on first use,
 so ``import analysis_lib`` stays cheap: it loads neither Django, pandas,
 matplotlib, IPython nor memory_profiler until a function that needs them is
-called (``tests/test_api.py`` checks this).
+called (``tests/test_api.py`` checks this). ``_EXPORTS`` is the one list of
+public names; ``__all__`` is derived from it.
 
+``"analysis_lib"`` in ``INSTALLED_APPS`` registers the index-aware lookups
+(``within_indexed``, ``bboverlaps_indexed``) on every geometry field.
 ``%load_ext analysis_lib`` in IPython/Jupyter loads memory-profiler's magics and
 this package's ``%%memtrack`` cell magic.
 """
@@ -14,148 +17,96 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-# public name -> private module that defines it
+# public name -> module (relative to this package) that defines it
 _EXPORTS: dict[str, str] = {
     # Django set-up for notebooks and scripts
-    "setup_django": "_django",
+    "setup_django": "._django",
     # QuerySet -> pandas loaders
-    "iter_frames": "_loaders",
-    "read_frame": "_loaders",
-    "read_geodataframe": "_loaders",
+    "iter_frames": "._loaders",
+    "read_frame": "._loaders",
+    "read_geodataframe": "._loaders",
+    "to_dask": "._dask",
     # keep pandas from loading pyarrow (~38 MiB of RSS) in a lean process
-    "keep_pyarrow_out": "_arrow",
+    "keep_pyarrow_out": "._arrow",
+    # per-region analysis of any two models, and its strategies
+    "summarize_by_region": ".regions.api",
+    "iter_items_by_region": ".regions.api",
+    "plot_choropleth": ".regions.api",
+    "Strategy": ".regions.core",
+    "Sweep": ".regions.sweep",
+    "PerRegion": ".regions.per_region",
+    "OneStatement": ".regions.sql",
+    "DaskSweep": ".regions.dask",
     # memory instruments built on memory-profiler and tracemalloc
-    "MemoryResult": "_memory",
-    "MemoryLog": "_memory",
-    "measure": "_memory",
-    "memory_step": "_memory",
-    "profile_memory": "_memory",
-    "default_log": "_memory",
-    "Tracker": "_memory",
-    "track": "_memory",
-    "top_allocations": "_memory",
+    "MemoryResult": "._memory",
+    "MemoryLog": "._memory",
+    "measure": "._memory",
+    "memory_step": "._memory",
+    "profile_memory": "._memory",
+    "default_log": "._memory",
+    "Tracker": "._memory",
+    "track": "._memory",
+    "top_allocations": "._memory",
     # mprof runs, .dat parsing and plots
-    "MprofProfile": "_mprof",
-    "run_mprof": "_mprof",
-    "read_mprof": "_mprof",
-    "plot_mprof": "_mprof",
-    # per-ZIP analysis
-    "iter_buildings_by_zip": "_per_zip",
-    "summarize_by_zip": "_per_zip",
-    "plot_choropleth": "_per_zip",
-    # notebook helpers: figures, papermill runs, the loops of the seed question
-    "report_dir": "_report",
-    "save_figure": "_report",
-    "run_notebook": "_report",
-    "select_zips": "_report",
-    "pick_detail_zip": "_report",
-    "plot_zip_buildings": "_report",
-    "naive_zip_lists": "_report",
-    "zip_loop": "_report",
-    "run_zip_loop": "_report",
-    "track_zip_loop": "_report",
-    "LoopRun": "_report",
-    "mprof_zip_loop": "_report",
-    "memory_comparison": "_report",
-    "closing_summary": "_report",
-    # scale-out
-    "to_dask": "_dask",
-    "summarize_by_zip_distributed": "_dask",
+    "MprofProfile": "._mprof",
+    "run_mprof": "._mprof",
+    "read_mprof": "._mprof",
+    "plot_mprof": "._mprof",
+    # notebook tools: report folder, figures, papermill runs
+    "report_dir": ".notebook",
+    "save_figure": ".notebook",
+    "run_notebook": ".notebook",
+    "notebook_parameters": ".notebook",
+    # IPython: %load_ext analysis_lib
+    "load_ipython_extension": "._ipython",
 }
 
-__all__ = [
-    "LoopRun",
-    "MemoryLog",
-    "MemoryResult",
-    "MprofProfile",
-    "Tracker",
-    "closing_summary",
-    "default_log",
-    "iter_buildings_by_zip",
-    "iter_frames",
-    "keep_pyarrow_out",
-    "load_ipython_extension",
-    "measure",
-    "memory_comparison",
-    "memory_step",
-    "mprof_zip_loop",
-    "naive_zip_lists",
-    "pick_detail_zip",
-    "plot_choropleth",
-    "plot_mprof",
-    "plot_zip_buildings",
-    "profile_memory",
-    "read_frame",
-    "read_geodataframe",
-    "read_mprof",
-    "report_dir",
-    "run_mprof",
-    "run_notebook",
-    "run_zip_loop",
-    "save_figure",
-    "select_zips",
-    "setup_django",
-    "summarize_by_zip",
-    "summarize_by_zip_distributed",
-    "to_dask",
-    "top_allocations",
-    "track",
-    "track_zip_loop",
-    "zip_loop",
-]
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._arrow import keep_pyarrow_out
-    from ._dask import summarize_by_zip_distributed, to_dask
-    from ._django import setup_django
-    from ._loaders import iter_frames, read_frame, read_geodataframe
-    from ._memory import (
-        MemoryLog,
-        MemoryResult,
-        Tracker,
-        default_log,
-        measure,
-        memory_step,
-        profile_memory,
-        top_allocations,
-        track,
-    )
-    from ._mprof import MprofProfile, plot_mprof, read_mprof, run_mprof
-    from ._per_zip import iter_buildings_by_zip, plot_choropleth, summarize_by_zip
-    from ._report import (
-        LoopRun,
-        closing_summary,
-        memory_comparison,
-        mprof_zip_loop,
-        naive_zip_lists,
-        pick_detail_zip,
-        plot_zip_buildings,
-        report_dir,
-        run_notebook,
-        run_zip_loop,
-        save_figure,
-        select_zips,
-        track_zip_loop,
-        zip_loop,
-    )
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (tests/test_api.py checks it)
+    from ._arrow import keep_pyarrow_out as keep_pyarrow_out
+    from ._dask import to_dask as to_dask
+    from ._django import setup_django as setup_django
+    from ._ipython import load_ipython_extension as load_ipython_extension
+    from ._loaders import iter_frames as iter_frames
+    from ._loaders import read_frame as read_frame
+    from ._loaders import read_geodataframe as read_geodataframe
+    from ._memory import MemoryLog as MemoryLog
+    from ._memory import MemoryResult as MemoryResult
+    from ._memory import Tracker as Tracker
+    from ._memory import default_log as default_log
+    from ._memory import measure as measure
+    from ._memory import memory_step as memory_step
+    from ._memory import profile_memory as profile_memory
+    from ._memory import top_allocations as top_allocations
+    from ._memory import track as track
+    from ._mprof import MprofProfile as MprofProfile
+    from ._mprof import plot_mprof as plot_mprof
+    from ._mprof import read_mprof as read_mprof
+    from ._mprof import run_mprof as run_mprof
+    from .notebook import notebook_parameters as notebook_parameters
+    from .notebook import report_dir as report_dir
+    from .notebook import run_notebook as run_notebook
+    from .notebook import save_figure as save_figure
+    from .regions.api import iter_items_by_region as iter_items_by_region
+    from .regions.api import plot_choropleth as plot_choropleth
+    from .regions.api import summarize_by_region as summarize_by_region
+    from .regions.core import Strategy as Strategy
+    from .regions.dask import DaskSweep as DaskSweep
+    from .regions.per_region import PerRegion as PerRegion
+    from .regions.sql import OneStatement as OneStatement
+    from .regions.sweep import Sweep as Sweep
 
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'analysis_lib' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    value = getattr(importlib.import_module(module, __name__), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-def load_ipython_extension(ipython: Any) -> None:
-    """Load memory-profiler's ``%memit``/``%mprun`` and the ``%%memtrack`` cell magic."""
-    from ._ipython import load_ipython_extension as _load
-
-    _load(ipython)

@@ -1,6 +1,7 @@
-"""Scale out with Dask: QuerySets as dask DataFrames, and the per-ZIP summary on a cluster.
+"""Scale out with Dask: QuerySets as dask DataFrames, and the plumbing DaskSweep shares.
 
-Both functions split the rows of a QuerySet into primary-key ranges. Each range is loaded
+:func:`to_dask` and :class:`~analysis_lib.DaskSweep` split the rows of a QuerySet into
+primary-key ranges. Each range is loaded
 by a Dask worker, with its own database connection, through :func:`~analysis_lib.read_frame`
 / :func:`~analysis_lib.iter_frames`: the worker sets Django up itself (worker processes do
 not have it configured), rebuilds the QuerySet from its pickled ``Query`` and filters it to
@@ -19,7 +20,6 @@ import os
 import pickle
 import threading
 import warnings
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,14 +29,11 @@ from ._loaders import _check_count, _pk_span, _require_queryset
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.dataframe
-    import distributed
-    import numpy as np
     import pandas as pd
     from django.db.models import QuerySet
 
-    from ._per_zip import _Partials
 
-__all__ = ["summarize_by_zip_distributed", "to_dask"]
+__all__ = ["to_dask"]
 
 #: Rows per partition when ``to_dask`` is not told how many partitions to make.
 DEFAULT_PARTITION_ROWS = 100_000
@@ -271,37 +268,6 @@ def _load_partition(bounds: _Range, source: _Source, index: str) -> pd.DataFrame
         )
 
 
-def _partials_for_range(
-    bounds: _Range,
-    source: _Source,
-    zips: tuple[np.ndarray, Any],
-    predicate: str,
-    use_types: tuple[str, ...],
-) -> _Partials:
-    """Stream one primary-key range chunk by chunk; match to ZIPs; return merged partials."""
-    import shapely
-
-    from ._loaders import iter_frames
-    from ._per_zip import _match_chunk, _Partials
-
-    zip_wkb, grid = zips
-    geoms = shapely.from_wkb(zip_wkb)  # prepared per task: GEOS prepared geometries are
-    shapely.prepare(geoms)  # not safe to share between a worker's threads
-    n_zips = len(geoms)
-    total = _Partials(n_zips, use_types)
-    with _worker_queryset(source) as queryset:
-        frames = iter_frames(
-            _in_range(queryset, bounds).order_by(),
-            list(source.fields),
-            source.chunk_size,
-            geometry="wkb",
-        )
-        for frame in frames:
-            zip_idx, rows = _match_chunk(frame["boundary"].to_numpy(), geoms, grid, predicate)
-            total.merge(_Partials.from_rows(n_zips, use_types, zip_idx, frame.iloc[rows]))
-    return total
-
-
 # --------------------------------------------------------------------------------------------
 # Public functions
 # --------------------------------------------------------------------------------------------
@@ -377,10 +343,9 @@ def to_dask(
     --------
     >>> from dask.distributed import Client, LocalCluster  # doctest: +SKIP
     >>> from analysis_lib import to_dask
-    >>> from project.buildings.models import Building
-    >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
-    >>> ddf = to_dask(Building.objects.all(), 8, ["footprint_m2", "use_type"])  # doctest: +SKIP
-    >>> ddf.groupby("use_type", observed=True)["footprint_m2"].median().compute()
+        >>> client = Client(LocalCluster(n_workers=2, threads_per_worker=1))  # doctest: +SKIP
+    >>> ddf = to_dask(Tree.objects.all(), 8, ["height_m", "species"])  # doctest: +SKIP
+    >>> ddf.groupby("species", observed=True)["height_m"].median().compute()
     ... # doctest: +SKIP
     """
     dd = _import_dask_dataframe("to_dask")
@@ -428,139 +393,3 @@ def to_dask(
             label=f"to_dask-{opts.model_name}",
             enforce_metadata=False,
         )
-
-
-def summarize_by_zip_distributed(
-    zips: QuerySet | str,
-    buildings: QuerySet | None = None,
-    *,
-    client: distributed.Client | None = None,
-    predicate: Literal["within", "centroid"] = "within",
-    npartitions: int | None = None,
-    chunk_size: int = 50_000,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """:func:`~analysis_lib.summarize_by_zip` with the buildings spread over a Dask cluster.
-
-    The client loads the ZIPs, builds the ZIP raster of the ``"sweep"`` strategy and sends both
-    once to every worker. The buildings are cut into ``npartitions`` primary-key ranges; each
-    worker streams its ranges with :func:`~analysis_lib.iter_frames` (one ``chunk_size`` chunk
-    at a time, on its own database connection), matches each chunk to the ZIPs exactly as the
-    sweep does (the raster from the footprints' boxes, GEOS near borders) and returns partial
-    aggregates. The client merges the partials in key order and finishes the table: the table
-    ``summarize_by_zip(zips, buildings, strategy="sweep", predicate=predicate)`` gives, with the
-    same counts, maxima and medians, and sums equal up to floating-point summation order
-    (about 1e-15 relative).
-
-    Parameters
-    ----------
-    zips : QuerySet or str
-        ZipCode QuerySet, or a two-letter state code (``"MA"``).
-    buildings : QuerySet, optional
-        Building QuerySet to analyse (default: all buildings); filtered, not sliced.
-    client : distributed.Client, optional
-        The cluster to run on; default the current client (``distributed.default_client()``).
-    predicate : {"within", "centroid"}
-        Which buildings belong to a ZIP (see :func:`~analysis_lib.summarize_by_zip`).
-    npartitions : int, optional
-        Primary-key ranges to split the buildings into; default four per worker thread.
-    chunk_size : int
-        Rows per fetch in a worker.
-    progress : bool
-        Show a tqdm progress bar over the partitions.
-
-    Returns
-    -------
-    pandas.DataFrame
-        The per-ZIP summary, with the columns of :func:`~analysis_lib.summarize_by_zip`.
-
-    Raises
-    ------
-    ImportError
-        If dask.distributed is not installed (``pip install 'analysis-lib[dask]'``).
-    ValueError
-        If an argument is invalid, no client is given and none is running, or a state code
-        has no ZIPs.
-    TypeError
-        If ``zips`` or ``buildings`` is not a QuerySet of the right model.
-    RuntimeError
-        Against an in-memory SQLite database, which worker processes cannot read.
-
-    Examples
-    --------
-    >>> from dask.distributed import Client, LocalCluster  # doctest: +SKIP
-    >>> from analysis_lib import summarize_by_zip_distributed
-    >>> with Client(LocalCluster(n_workers=2, threads_per_worker=1)) as client:
-    ...     summary = summarize_by_zip_distributed("MA", client=client)  # doctest: +SKIP
-    """
-    dist = _import_distributed("summarize_by_zip_distributed")
-    from ._per_zip import (
-        _VALUE_FIELDS,
-        PREDICATES,
-        _check_choice,
-        _finish,
-        _load_zips,
-        _Partials,
-        _resolve_buildings,
-        _resolve_zips,
-        _use_types,
-    )
-
-    _check_choice("predicate", predicate, PREDICATES)
-    _check_count("npartitions", npartitions)
-    _check_count("chunk_size", chunk_size, allow_none=False)
-    if client is None:
-        try:
-            client = dist.default_client()
-        except ValueError:
-            raise ValueError(
-                "summarize_by_zip_distributed() needs a dask.distributed Client: pass "
-                "client=Client(...) or start one first, e.g. Client(LocalCluster(n_workers=2))"
-            ) from None
-    elif not isinstance(client, dist.Client):
-        raise TypeError(f"`client` must be a distributed.Client, got {type(client).__name__}")
-    import shapely
-    from tqdm.auto import tqdm
-
-    zips_qs = _resolve_zips(zips)
-    buildings_qs = _resolve_buildings(buildings).order_by()
-    _check_queryset(buildings_qs, "summarize_by_zip_distributed")
-    zip_frame = _load_zips(zips_qs)
-    use_types = _use_types()
-    if npartitions is None:
-        npartitions = 4 * max(1, sum(client.nthreads().values()))
-    ranges = _pk_ranges(buildings_qs, npartitions)
-    source = _make_source(buildings_qs, ["boundary", *_VALUE_FIELDS], "wkb", chunk_size)
-    from ._geo import ZipGrid
-
-    boundaries = zip_frame["boundary"].to_numpy()
-    # The ZIPs (WKB) and their raster (about 8 MB) go to every worker once.
-    [zips_data] = client.scatter(
-        [(shapely.to_wkb(boundaries), ZipGrid(boundaries))], broadcast=True
-    )
-    futures = client.map(
-        _partials_for_range,
-        ranges,
-        source=source,
-        zips=zips_data,
-        predicate=predicate,
-        use_types=use_types,
-        pure=False,
-    )
-    pending = deque(futures)
-    del futures
-    total = _Partials(len(zip_frame), use_types)
-    bar = tqdm(total=len(pending), unit="part", desc="dask partitions", disable=not progress)
-    try:
-        # In key order, so the floating-point sums do not depend on which worker finished first.
-        while pending:
-            future = pending.popleft()
-            total.merge(future.result())
-            bar.update()
-            del future  # its result can leave the worker now
-    finally:
-        bar.close()
-        if pending:  # an error or Ctrl-C: do not leave the rest running
-            client.cancel(list(pending))
-        client.cancel([zips_data])
-    return _finish(total.raw(zip_frame.index), zip_frame, use_types)

@@ -1,4 +1,4 @@
-"""Geometry helpers shared by the per-ZIP analysis: areas in an equal-area projection."""
+"""Geometry helpers of the per-region analysis: WKB boxes, the region raster, equal-area areas."""
 
 from __future__ import annotations
 
@@ -121,27 +121,70 @@ def wkb_polygon_bounds(wkb: np.ndarray) -> np.ndarray:
     return bounds
 
 
-class ZipGrid:
-    """A raster over the ZIPs that says, from a bounding box alone, which ZIP holds most boxes.
+def wkb_point_bounds(wkb: np.ndarray) -> np.ndarray:
+    """Boxes of WKB points (``x, y, x, y``), read with numpy; NaN rows for anything else.
 
-    Every cell whose closed square meets a ZIP border (any ring of any ZIP) is marked BORDER,
-    conservatively: the borders are cut into pieces shorter than half a cell and the cells that
-    each piece's box, widened by a millionth of a cell, touches are marked. Every other cell
-    lies entirely in the interior of the ZIPs that hold its centre, found by scanline
-    (even-odd crossings of each row's centre line, half-open in y): one ZIP, none (OUTSIDE) or,
-    if ZIPs overlap, several (SHARED). A box covered by cells that all belong to ZIP *z* lies in
-    *z*'s interior, so the footprint inside it is within *z* and meets no other ZIP, and its
-    centroid is in *z*; a box covered by OUTSIDE cells meets no ZIP. Anything else (BORDER or
+    Only little-endian 2D points (21-byte records) are read; other records (big-endian, Z/M,
+    EWKB with an SRID, empty points) get NaN and are left to GEOS by the caller.
+
+    Parameters
+    ----------
+    wkb : numpy.ndarray
+        Object array of ``bytes``.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 4)`` float array.
+
+    Examples
+    --------
+    >>> import numpy as np, shapely
+    >>> wkb = np.array([shapely.to_wkb(shapely.Point(1, 2), byte_order=1)], dtype=object)
+    >>> wkb_point_bounds(wkb).tolist()
+    [[1.0, 2.0, 1.0, 2.0]]
+    """
+    import numpy as np
+
+    n = len(wkb)
+    bounds = np.full((n, 4), np.nan)
+    if n == 0:
+        return bounds
+    lengths = np.fromiter(map(len, wkb), dtype=np.int64, count=n)
+    rows = np.flatnonzero(lengths == 21)
+    if len(rows) == 0:
+        return bounds
+    group = wkb if len(rows) == n else wkb[rows]
+    records = np.frombuffer(b"".join(group), dtype=np.uint8).reshape(len(rows), 21)
+    header = np.array([1, 1, 0, 0, 0], dtype=np.uint8)  # little-endian, type 1 (Point, 2D)
+    ok = (records[:, :5] == header).all(axis=1)
+    xy = np.ascontiguousarray(records[ok, 5:]).view("<f8").reshape(-1, 2)
+    xy = np.where(np.isnan(xy).any(axis=1, keepdims=True), np.nan, xy)  # POINT EMPTY is NaN
+    bounds[rows[ok]] = np.concatenate([xy, xy], axis=1)
+    return bounds
+
+
+class RegionGrid:
+    """A raster over the regions that says, from a bounding box alone, which region holds a box.
+
+    Every cell whose closed square meets a region border (any ring of any region) is marked
+    BORDER, conservatively: the borders are cut into pieces shorter than half a cell and the
+    cells that each piece's box, widened by a millionth of a cell, touches are marked. Every other cell
+    lies entirely in the interior of the regions that hold its centre, found by scanline
+    (even-odd crossings of each row's centre line, half-open in y): one region, none (OUTSIDE) or,
+    if regions overlap, several (SHARED). A box covered by cells that all belong to region *z*
+    lies in *z*'s interior, so the item inside it is within *z* and meets no other region, and its
+    centroid is in *z*; a box covered by OUTSIDE cells meets no region. Anything else (BORDER or
     SHARED cells, boxes wider than two cells, boxes off the grid, NaN boxes) is SLOW: the caller
     decides it with GEOS.
 
     Parameters
     ----------
-    zips : numpy.ndarray
+    regions : numpy.ndarray
         Shapely (Multi)Polygons, in the same coordinates as the boxes to classify.
     target_cells : int
-        About how many cells to use over the ZIPs' extent (int16 each, int32 beyond 32,767
-        ZIPs: the default 2**21 cells take 4 MB).
+        About how many cells to use over the regions' extent (int16 each, int32 beyond 32,767
+        regions: the default 2**21 cells take 4 MB).
     """
 
     BORDER, OUTSIDE, SHARED = -2, -3, -4
@@ -150,29 +193,31 @@ class ZipGrid:
     _BAND_CELLS = 2**16  # cells per band of rows while building the raster
     _BORDER_BATCH = 2**14  # border pieces marked per batch
 
-    def __init__(self, zips: np.ndarray, target_cells: int = 2**21) -> None:
+    def __init__(self, regions: np.ndarray, target_cells: int = 2**21) -> None:
         import numpy as np
         import shapely
 
-        xmin, ymin, xmax, ymax = shapely.total_bounds(zips)
+        xmin, ymin, xmax, ymax = shapely.total_bounds(regions)
         width, height = max(xmax - xmin, 1e-9), max(ymax - ymin, 1e-9)
         self.cell = float(np.sqrt(width * height / target_cells))
         self.x0, self.y0 = xmin - self.cell, ymin - self.cell
         self.nx = int(np.ceil(width / self.cell)) + 3
         self.ny = int(np.ceil(height / self.cell)) + 3
-        # int16 cells (4 MB for 2**21) while ZIP positions fit, int32 beyond 32,767 ZIPs.
-        self._dtype = np.int16 if len(zips) <= np.iinfo(np.int16).max else np.int32
-        parts, part_zip = shapely.get_parts(zips, return_index=True)
+        # int16 cells (4 MB for 2**21) while region positions fit, int32 beyond 32,767 regions.
+        self._dtype = np.int16 if len(regions) <= np.iinfo(np.int16).max else np.int32
+        parts, part_region = shapely.get_parts(regions, return_index=True)
         rings, ring_part = shapely.get_rings(parts, return_index=True)
         coords, ring = shapely.get_coordinates(rings, return_index=True)
         same = ring[1:] == ring[:-1]
         start, end = coords[:-1][same], coords[1:][same]
-        segment_zip = part_zip[ring_part[ring[:-1][same]]]
-        self.cells = self._scanline(start, end, segment_zip)
+        segment_region = part_region[ring_part[ring[:-1][same]]]
+        self.cells = self._scanline(start, end, segment_region)
         self._mark_borders(start, end)
 
-    def _scanline(self, start: np.ndarray, end: np.ndarray, segment_zip: np.ndarray) -> np.ndarray:
-        """Which ZIP holds each cell centre (even-odd rule per ZIP), ignoring borders."""
+    def _scanline(
+        self, start: np.ndarray, end: np.ndarray, segment_region: np.ndarray
+    ) -> np.ndarray:
+        """Which region holds each cell centre (even-odd rule per region), ignoring borders."""
         import numpy as np
 
         centre_y = self.y0 + (np.arange(self.ny) + 0.5) * self.cell
@@ -192,26 +237,30 @@ class ZipGrid:
         seg, row, y = seg[hit], row[hit], y[hit]
         a, b = start[seg], end[seg]
         x = a[:, 0] + (y - a[:, 1]) * (b[:, 0] - a[:, 0]) / (b[:, 1] - a[:, 1])
-        zip_of = segment_zip[seg]
-        order = np.lexsort((x, row, zip_of))
-        x, row, zip_of = x[order], row[order], zip_of[order]
-        # Each (ZIP, row) has an even number of crossings (closed rings, half-open rule): pair
-        # them into spans inside the ZIP. If that ever failed, answer nothing from the raster.
-        if len(x) % 2 or (row[0::2] != row[1::2]).any() or (zip_of[0::2] != zip_of[1::2]).any():
+        region_of = segment_region[seg]
+        order = np.lexsort((x, row, region_of))
+        x, row, region_of = x[order], row[order], region_of[order]
+        # Each (region, row) has an even number of crossings (closed rings, half-open rule): pair
+        # them into spans inside the region. If that ever failed, answer nothing from the raster.
+        if (
+            len(x) % 2
+            or (row[0::2] != row[1::2]).any()
+            or (region_of[0::2] != region_of[1::2]).any()
+        ):
             return np.full((self.ny, self.nx), self.SHARED, dtype=self._dtype)
-        x_in, x_out, row, zip_of = x[0::2], x[1::2], row[0::2], zip_of[0::2]
+        x_in, x_out, row, region_of = x[0::2], x[1::2], row[0::2], region_of[0::2]
         col_in = np.clip(np.ceil((x_in - self.x0) / self.cell - 0.5).astype(np.int64), 0, self.nx)
         col_out = np.clip(np.ceil((x_out - self.x0) / self.cell - 0.5).astype(np.int64), 0, self.nx)
-        # Difference arrays along each row: how many ZIPs hold a centre, and the sum of their
+        # Difference arrays along each row: how many regions hold a centre, and the sum of their
         # indexes (the index itself where exactly one does). Both are summed in the raster's
         # own integer type, which wraps around on overflow: the spans that closed before a cell
-        # cancel modulo 2**16 (or 2**32), so where exactly one ZIP holds the centre the sum is
-        # that ZIP's index, which fits the type; elsewhere the value is overwritten. Built in
+        # cancel modulo 2**16 (or 2**32), so where exactly one region holds the centre the sum is
+        # that region's index, which fits the type; elsewhere the value is overwritten. Built in
         # bands of rows, so the construction holds little beyond the raster itself.
         cells = np.empty((self.ny, self.nx), dtype=self._dtype)
         band_order = np.argsort(row, kind="stable")
         row, col_in, col_out = row[band_order], col_in[band_order], col_out[band_order]
-        zip_of = zip_of[band_order].astype(self._dtype)
+        region_of = region_of[band_order].astype(self._dtype)
         band_rows = max(1, self._BAND_CELLS // (self.nx + 1))
         for r0 in range(0, self.ny, band_rows):
             r1 = min(r0 + band_rows, self.ny)
@@ -221,8 +270,8 @@ class ZipGrid:
             band = np.zeros((r1 - r0, self.nx + 1), dtype=self._dtype)
             np.add.at(depth, (rows, col_in[lo:hi]), 1)
             np.add.at(depth, (rows, col_out[lo:hi]), -1)
-            np.add.at(band, (rows, col_in[lo:hi]), zip_of[lo:hi])
-            np.subtract.at(band, (rows, col_out[lo:hi]), zip_of[lo:hi])
+            np.add.at(band, (rows, col_in[lo:hi]), region_of[lo:hi])
+            np.subtract.at(band, (rows, col_out[lo:hi]), region_of[lo:hi])
             np.cumsum(depth, axis=1, dtype=self._dtype, out=depth)
             np.cumsum(band, axis=1, dtype=self._dtype, out=band)
             band[depth != 1] = self.SHARED
@@ -265,13 +314,16 @@ class ZipGrid:
         i1 = np.floor((hi - origin) / self.cell + self._EPS).astype(np.int64)
         return i0, i1
 
-    def classify(self, bounds: np.ndarray) -> np.ndarray:
-        """Return the ZIP position holding each box, OUTSIDE, or SLOW (decide with GEOS).
+    def classify(self, bounds: np.ndarray, *, points: bool = False) -> np.ndarray:
+        """Return the region position holding each box, OUTSIDE, or SLOW (decide with GEOS).
 
         Parameters
         ----------
         bounds : numpy.ndarray
             ``(n, 4)`` boxes ``xmin, ymin, xmax, ymax``; NaN rows are SLOW.
+        points : bool
+            The boxes are points (zero width and height allowed); otherwise a box without
+            area is SLOW.
 
         Returns
         -------
@@ -285,7 +337,8 @@ class ZipGrid:
             ix0, ix1 = self._index(bounds[:, 0], bounds[:, 2], self.x0)
             iy0, iy1 = self._index(bounds[:, 1], bounds[:, 3], self.y0)
             usable = np.isfinite(bounds).all(axis=1)
-            usable &= (bounds[:, 2] > bounds[:, 0]) & (bounds[:, 3] > bounds[:, 1])
+            if not points:
+                usable &= (bounds[:, 2] > bounds[:, 0]) & (bounds[:, 3] > bounds[:, 1])
         usable &= (ix0 >= 0) & (iy0 >= 0) & (ix1 < self.nx) & (iy1 < self.ny)
         usable &= (ix1 - ix0 <= 1) & (iy1 - iy0 <= 1)
         rows = np.flatnonzero(usable)

@@ -87,7 +87,7 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
     sys.path.insert(0, str(ROOT))
     from analysis_lib import setup_django
 
-    setup_django()
+    setup_django("project.settings")
     import warnings
 
     import pandas as pd
@@ -164,7 +164,7 @@ def _fill(rows: int, seed: int) -> None:
     sys.path.insert(0, str(ROOT))
     from analysis_lib import setup_django
 
-    setup_django()
+    setup_django("project.settings")
     import numpy as np
     import shapely
     from django.core.management import call_command

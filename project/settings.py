@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.gis",
     "django_extensions",
+    "analysis_lib",
     "project.buildings",
 ]
 

@@ -248,7 +248,7 @@ def make_database_file(path, seed: int = 21, n: int = 300) -> str:
     import subprocess
     import sys
 
-    from analysis_lib._django import PROJECT_ROOT
+    from tests.notebook_fixtures import PROJECT_ROOT
 
     url = f"spatialite:///{path}"
     done = subprocess.run(
@@ -274,7 +274,7 @@ def run_child(code: str, database_url: str | None = None) -> dict:
     import subprocess
     import sys
 
-    from analysis_lib._django import PROJECT_ROOT
+    from tests.notebook_fixtures import PROJECT_ROOT
 
     env = dict(os.environ)
     if database_url is not None:

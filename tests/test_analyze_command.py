@@ -14,8 +14,8 @@ from django.core.management import CommandError, call_command
 from pandas.testing import assert_frame_equal
 
 from analysis_lib import summarize_by_zip
-from analysis_lib._django import PROJECT_ROOT
 from tests.backends import IS_POSTGIS
+from tests.notebook_fixtures import PROJECT_ROOT
 from tests.per_zip_fixtures import make_buildings, make_database_file, make_zips
 
 pytestmark = pytest.mark.django_db

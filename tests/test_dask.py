@@ -1,4 +1,4 @@
-"""Dask: to_dask partitions by primary-key range, and the per-ZIP summary on a LocalCluster.
+"""Dask: to_dask partitions by primary-key range, and DaskSweep on a LocalCluster.
 
 The cluster tests run two worker processes (``LocalCluster(n_workers=2, processes=True)``).
 Worker processes cannot see pytest-django's test database when it is SQLite in memory, nor
@@ -23,9 +23,9 @@ from django.db.models import Count, F
 from notebook_fixtures import PROJECT_ROOT, generated_db  # noqa: F401
 from pandas.testing import assert_frame_equal, assert_series_equal
 
+from analysis_lib import DaskSweep, read_frame, to_dask
 from analysis_lib import _dask as dask_module
-from analysis_lib import read_frame, summarize_by_zip, to_dask
-from analysis_lib._dask import summarize_by_zip_distributed
+from project.buildings.analysis import summarize_by_zip
 from project.buildings.models import Building, ZipCode
 from tests.backends import requires_spatialite
 from tests.per_zip_fixtures import make_buildings, make_zips
@@ -97,7 +97,7 @@ def _same_frame(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     ("function", "hidden"),
     [
         (to_dask, ["dask", "dask.dataframe"]),
-        (summarize_by_zip_distributed, ["distributed"]),
+        (lambda qs: DaskSweep(client=object()), ["distributed"]),
     ],
 )
 def test_missing_dask_names_the_extra(monkeypatch, function, hidden):
@@ -164,16 +164,16 @@ def test_to_dask_rejects_bad_arguments(make_args, error, match):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"predicate": "inside"}, ValueError, "`predicate` was 'inside'"),
-        ({"npartitions": 0}, ValueError, "npartitions"),
-        ({"chunk_size": -5}, ValueError, "chunk_size"),
-        ({"client": "tcp://127.0.0.1:8786"}, TypeError, "distributed.Client"),
+        ({"npartitions": 0}, ValueError, "`npartitions` must be a positive int"),
+        ({"npartitions": "2"}, TypeError, "`npartitions` must be a positive int"),
+        ({"chunk_size": -5}, ValueError, "`chunk_size` must be a positive int"),
+        ({"client": "tcp://127.0.0.1:8786"}, TypeError, "`client` must be a distributed.Client"),
     ],
 )
-def test_summarize_by_zip_distributed_rejects_bad_arguments(kwargs, error, match):
+def test_dask_sweep_rejects_bad_arguments(kwargs, error, match):
     pytest.importorskip("distributed")
     with pytest.raises(error, match=match):
-        summarize_by_zip_distributed(ZipCode.objects.all(), **kwargs)
+        DaskSweep(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,8 +314,8 @@ def test_distributed_summary_equals_the_sweep(on_disk, client, predicate, filter
     if filtered:
         buildings = buildings.filter(use_type="residential")
     expected = summarize_by_zip(zips, buildings, strategy="sweep", predicate=predicate)
-    got = summarize_by_zip_distributed(
-        zips, buildings, client=client, predicate=predicate, npartitions=7
+    got = summarize_by_zip(
+        zips, buildings, strategy=DaskSweep(client, npartitions=7), predicate=predicate
     )
     assert expected["n_buildings"].sum() > (300 if filtered else 2000)
     assert list(got.index) == list(expected.index) and list(got.columns) == list(expected.columns)
@@ -324,17 +324,11 @@ def test_distributed_summary_equals_the_sweep(on_disk, client, predicate, filter
     assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
 
 
-def test_summarize_by_zip_with_a_client_runs_the_distributed_sweep(on_disk, client):
+def test_dask_sweep_without_a_client_uses_the_current_one(on_disk, client):
     zips = ZipCode.objects.using(ALIAS).all()
     buildings = Building.objects.using(ALIAS).all()
     expected = summarize_by_zip(zips, buildings, strategy="sweep")
-    got = summarize_by_zip(zips, buildings, client=client)
+    got = summarize_by_zip(zips, buildings, strategy=DaskSweep())  # distributed.default_client()
     assert expected["n_buildings"].sum() > 2000
     assert_frame_equal(got[EXACT], expected[EXACT], check_exact=True)
     assert_frame_equal(got, expected, check_exact=False, rtol=1e-12)
-
-
-@pytest.mark.parametrize("strategy", ["orm", "database"])
-def test_summarize_by_zip_client_needs_the_sweep(strategy):
-    with pytest.raises(ValueError, match="`client` runs the sweep strategy"):
-        summarize_by_zip(ZipCode.objects.all(), strategy=strategy, client=object())

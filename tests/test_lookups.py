@@ -9,10 +9,10 @@ import textwrap
 import pytest
 from django.db import connection
 
-from analysis_lib._django import PROJECT_ROOT
-from project.buildings.lookups import FLOAT32_MARGIN
+from analysis_lib.lookups import FLOAT32_MARGIN
 from project.buildings.models import Building, ZipCode
 from tests.backends import IS_POSTGIS, requires_postgis, requires_spatialite
+from tests.notebook_fixtures import PROJECT_ROOT
 from tests.per_zip_fixtures import make_buildings, make_zips
 
 pytestmark = pytest.mark.django_db

@@ -15,11 +15,11 @@ import sys
 import nbformat
 import pandas as pd
 import pytest
+from analysis_lib._report import closing_summary, notebook_parameters, run_notebook
 from notebook_fixtures import PROJECT_ROOT, STATE, generated_db  # noqa: F401
 from PIL import Image
 
 from analysis_lib._mprof import read_mprof
-from analysis_lib._report import closing_summary, notebook_parameters, run_notebook
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 NB01 = NOTEBOOKS / "01_buildings_per_zip.ipynb"

@@ -10,7 +10,12 @@ import pytest
 from django.core.management import call_command
 from pandas.testing import assert_frame_equal
 
-from analysis_lib import iter_buildings_by_zip, plot_choropleth, read_frame, summarize_by_zip
+from analysis_lib import Sweep, read_frame
+from project.buildings.analysis import (
+    iter_buildings_by_zip,
+    plot_zip_choropleth,
+    summarize_by_zip,
+)
 from project.buildings.models import Building, ZipCode
 from tests.backends import requires_spatialite
 from tests.per_zip_fixtures import make_buildings, make_zips, reference_summary
@@ -143,7 +148,7 @@ def test_zip_subset_and_building_filter(crafted):
 def test_sweep_chunking_and_threads_do_not_change_the_result(crafted):
     base = summarize_by_zip("MA", strategy="orm")
     for chunk_size, workers in [(37, 0), (37, 1), (1000, 2), (1, 3), (37, None)]:
-        result = summarize_by_zip("MA", chunk_size=chunk_size, workers=workers)
+        result = summarize_by_zip("MA", strategy=Sweep(chunk_size=chunk_size, workers=workers))
         assert_frame_equal(result, base, check_exact=False, rtol=1e-12)
 
 
@@ -154,19 +159,20 @@ import json, threading
 if {keep!r}:
     from analysis_lib import keep_pyarrow_out
     keep_pyarrow_out()
-from analysis_lib import setup_django, summarize_by_zip
+from analysis_lib import Sweep, setup_django
 setup_django()
-from analysis_lib import _per_zip
+from analysis_lib.regions import core
+from project.buildings.analysis import summarize_by_zip
 names = set()
-real = _per_zip._Partials.from_rows
-def spy(*args, **kwargs):
+real = core.Partials.from_rows.__func__
+def spy(cls, *args, **kwargs):
     names.add(threading.current_thread().name.split("_")[0])
-    return real(*args, **kwargs)
-_per_zip._Partials.from_rows = spy
-auto = summarize_by_zip("MA", chunk_size=50)
+    return real(cls, *args, **kwargs)
+core.Partials.from_rows = classmethod(spy)
+auto = summarize_by_zip("MA", strategy=Sweep(chunk_size=50))
 names_auto = sorted(names)
 names.clear()
-none = summarize_by_zip("MA", chunk_size=50, workers=0)
+none = summarize_by_zip("MA", strategy=Sweep(chunk_size=50, workers=0))
 print(json.dumps({{"auto": names_auto, "none": sorted(names),
                   "equal": bool(auto.equals(none)), "n": int(auto["n_buildings"].sum())}}))
 """
@@ -260,16 +266,15 @@ def test_iter_buildings_by_zip_memory_is_bounded_by_one_zip():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"strategy": "fast"}, ValueError, r"`strategy` was 'fast'"),
-        ({"predicate": "bbox"}, ValueError, r"`predicate` was 'bbox'"),
-        ({"chunk_size": 0}, ValueError, r"`chunk_size` must be a strictly positive"),
-        ({"workers": -1}, ValueError, r"`workers` must be a non-negative integer"),
+        ({"strategy": "fast"}, ValueError, r"`strategy` must be one of 'sweep'"),
+        ({"strategy": 3}, TypeError, r"`strategy` must be a strategy object"),
+        ({"predicate": "bbox"}, ValueError, r"`predicate` must be one of 'within'"),
         ({"zips": "XX"}, ValueError, r"no ZIP codes for state 'XX' .*\(states present: MA\)"),
         ({"zips": "Massachusetts"}, ValueError, r"two-letter state code"),
         ({"zips": 42}, TypeError, r"`zips` must be a ZipCode QuerySet or a state code"),
         ({"buildings": "all"}, TypeError, r"`buildings` must be a Building QuerySet"),
         ({"buildings": "zips-qs"}, TypeError, r"`buildings` must be a Building QuerySet"),
-        ({"buildings": "sliced"}, ValueError, r"`buildings` must not be sliced"),
+        ({"buildings": "sliced"}, ValueError, r"`items` must be an unsliced QuerySet"),
     ],
 )
 def test_summarize_rejects_bad_arguments(crafted, kwargs, error, match):
@@ -286,15 +291,15 @@ def test_summarize_rejects_bad_arguments(crafted, kwargs, error, match):
     ("kwargs", "match"),
     [
         ({"fields": ["id", "no_such_field"]}, r"no_such_field"),
-        ({"fields": "id"}, r"`fields` must be a non-empty sequence"),
-        ({"fields": []}, r"`fields` must be a non-empty sequence"),
-        ({"predicate": "touches"}, r"`predicate` was 'touches'"),
-        ({"geometry": "geojson"}, r"`geometry` was 'geojson'"),
-        ({"chunk_size": -5}, r"`chunk_size` must be a strictly positive"),
+        ({"fields": "id"}, r"`fields` must be a list or tuple of names"),
+        ({"fields": []}, r"`fields` must be a non-empty list"),
+        ({"predicate": "touches"}, r"`predicate` must be one of 'within'"),
+        ({"geometry": "geojson"}, r"`geometry` must be one of 'shapely'"),
+        ({"chunk_size": -5}, r"`chunk_size` must be a positive int"),
     ],
 )
 def test_iter_buildings_by_zip_checks_arguments_before_iterating(crafted, kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises((TypeError, ValueError), match=match):
         iter_buildings_by_zip("MA", **kwargs)  # raises at the call, not at the first next()
 
 
@@ -316,9 +321,9 @@ def test_progress_and_memory_log(crafted, capsys):
     log = MemoryLog()
     summarize_by_zip("MA", progress=True, log=log)
     assert "sweep (within)" in capsys.readouterr().err
-    assert [r.label for r in log] == ["per-ZIP: load ZIPs", "per-ZIP: sweep (within)"]
+    assert [r.label for r in log] == ["per-region: load regions", "per-region: sweep (within)"]
     summarize_by_zip("MA", strategy="orm", progress=True)
-    assert "orm (within)" in capsys.readouterr().err
+    assert "per-region (within)" in capsys.readouterr().err
 
 
 def test_plot_choropleth(crafted):
@@ -326,7 +331,7 @@ def test_plot_choropleth(crafted):
     from matplotlib.collections import PathCollection
 
     summary = summarize_by_zip("MA")
-    ax = plot_choropleth(summary)
+    ax = plot_zip_choropleth(summary)
     assert isinstance(ax, Axes)
     (collection,) = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(collection.get_paths()) == len(summary)
@@ -336,10 +341,10 @@ def test_plot_choropleth(crafted):
     assert np.allclose(colours[empty], grey)
     assert not np.allclose(colours[list(summary.index).index("02101")], grey)
     assert ax.get_title() == "buildings_per_km2"
-    ax2 = plot_choropleth(summary, "MA", column="footprint_median_m2", log_scale=False, ax=ax)
+    ax2 = plot_zip_choropleth(summary, column="footprint_median_m2", log_scale=False, ax=ax)
     assert ax2 is ax
-    with pytest.raises(ValueError, match="`column` was 'nope'"):
-        plot_choropleth(summary, column="nope")
+    with pytest.raises(ValueError, match="`column` must be a column of the summary"):
+        plot_zip_choropleth(summary, column="nope")
 
 
 @pytest.mark.parametrize(("seed", "centroid_reference"), [(3, True), (4, False)])
@@ -412,7 +417,7 @@ def _crafted_zip_geometries():
 @pytest.mark.parametrize("target_cells", [2**10, 2**16, 2**21])
 def test_zip_grid_answers_only_what_geos_says(target_cells):
 
-    from analysis_lib._geo import ZipGrid
+    from analysis_lib._geo import RegionGrid as ZipGrid
 
     zips = _crafted_zip_geometries()
     grid = ZipGrid(zips, target_cells=target_cells)
@@ -434,7 +439,7 @@ def _check_grid_against_geos(zips, grid, bounds):
     """Every box the raster places must be inside that ZIP's interior (GEOS), touching no other."""
     import shapely
 
-    from analysis_lib._geo import ZipGrid
+    from analysis_lib._geo import RegionGrid as ZipGrid
 
     answer = grid.classify(bounds)
     boxes = shapely.box(*bounds.T)
@@ -454,7 +459,7 @@ def test_zip_grid_int16_index_sums_may_wrap():
     # int16; ZIP 299 goes on alone to x = 3, where the sum must come back to exactly 299.
     import shapely
 
-    from analysis_lib._geo import ZipGrid
+    from analysis_lib._geo import RegionGrid as ZipGrid
 
     zips = np.array(
         [shapely.box(4, 0, 5, 1)] + [shapely.box(0, 0, 1, 1)] * 298 + [shapely.box(0, 0, 3, 1)],
@@ -480,7 +485,7 @@ def test_zip_grid_int16_index_sums_may_wrap():
 def test_zip_grid_uses_int32_beyond_32767_zips():
     import shapely
 
-    from analysis_lib._geo import ZipGrid
+    from analysis_lib._geo import RegionGrid as ZipGrid
 
     side = 182  # 33,124 ZIPs: unit squares with gaps, in a square
     i, j = np.divmod(np.arange(side * side), side)
@@ -516,45 +521,6 @@ def test_wkb_polygon_bounds_in_blocks_with_mixed_lengths():
     big[::97] = True
     assert np.isnan(bounds[big]).all()
     np.testing.assert_array_equal(bounds[~big], shapely.bounds(geoms[~big]))
-
-
-def test_partials_hold_footprints_in_a_few_arrays_and_give_exact_medians():
-    # 60 chunks of 1,000 rows over 500 ZIPs: one small array per ZIP and chunk (about 26,000)
-    # would cost several times the 480 kB of values; the partials must stay within twice that.
-    from analysis_lib._per_zip import _Partials
-
-    rng = np.random.default_rng(4)
-    n_zips, rows, chunks = 500, 1000, 60
-    use_types = ("residential", "other")
-    frames, zip_idxs = [], []
-    for _ in range(chunks):
-        frames.append(
-            pd.DataFrame(
-                {
-                    "footprint_m2": rng.lognormal(5, 1, rows),
-                    "height_m": np.nan,
-                    "year_built": np.nan,
-                    "use_type": "other",
-                }
-            )
-        )
-        zip_idxs.append(rng.integers(0, n_zips - 1, rows))  # the last ZIP stays empty
-        _Partials.from_rows(n_zips, use_types, zip_idxs[-1], frames[-1])  # pandas' caches
-    tracemalloc.start()
-    try:
-        total = _Partials(n_zips, use_types)
-        for frame, zip_idx in zip(frames, zip_idxs, strict=True):
-            total.merge(_Partials.from_rows(n_zips, use_types, zip_idx, frame))
-        held = tracemalloc.get_traced_memory()[0]
-    finally:
-        tracemalloc.stop()
-    assert held < 2 * chunks * rows * 8
-    medians = total.raw(pd.Index(range(n_zips)))["footprint_median"].to_numpy()
-    values = np.concatenate([f["footprint_m2"].to_numpy() for f in frames])
-    zip_idx = np.concatenate(zip_idxs)
-    expected = [np.median(values[zip_idx == z]) for z in range(n_zips - 1)]
-    assert medians[:-1].tolist() == expected  # exact, not approximately
-    assert np.isnan(medians[-1])
 
 
 @pytest.mark.parametrize(
@@ -606,27 +572,28 @@ setup_django()
 from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from pandas.testing import assert_frame_equal
-from analysis_lib import summarize_by_zip
+from analysis_lib import Sweep
 from analysis_lib._loaders import _AdbcMidStream
+from project.buildings.analysis import summarize_by_zip
 from project.buildings.models import Building
 from tests.per_zip_fixtures import make_buildings, make_zips
 make_zips()
 make_buildings(seed=13, n=300)
 result = {{}}
-dbapi = summarize_by_zip("MA", engine="dbapi", chunk_size=50)
-adbc = summarize_by_zip("MA", engine="adbc", chunk_size=50)
+dbapi = summarize_by_zip("MA", strategy=Sweep(engine="dbapi", chunk_size=50))
+adbc = summarize_by_zip("MA", strategy=Sweep(engine="adbc", chunk_size=50))
 assert_frame_equal(adbc, dbapi, check_exact=False, rtol=1e-12)
 result["adbc equals dbapi"] = True
 # The first batch without any height: ADBC types the column from it and fails later on.
 first = list(Building.objects.order_by("pk").values_list("pk", flat=True)[:50])
 Building.objects.filter(pk__in=first).update(height_m=None)
-dbapi = summarize_by_zip("MA", engine="dbapi", chunk_size=50)
+dbapi = summarize_by_zip("MA", strategy=Sweep(engine="dbapi", chunk_size=50))
 try:
-    summarize_by_zip("MA", engine="adbc", chunk_size=50)
+    summarize_by_zip("MA", strategy=Sweep(engine="adbc", chunk_size=50))
     result["adbc failed mid-stream"] = False
 except _AdbcMidStream:
     result["adbc failed mid-stream"] = True
-auto = summarize_by_zip("MA", engine="auto", chunk_size=50)
+auto = summarize_by_zip("MA", strategy=Sweep(engine="auto", chunk_size=50))
 assert_frame_equal(auto, dbapi, check_exact=False, rtol=1e-12)
 result["auto restarted on dbapi"] = True
 print(json.dumps(result))
@@ -641,7 +608,7 @@ def test_sweep_reads_with_adbc_and_restarts_on_dbapi_when_adbc_fails(tmp_path):
     import subprocess
     import sys
 
-    from analysis_lib._django import PROJECT_ROOT
+    from tests.notebook_fixtures import PROJECT_ROOT
 
     env = {**os.environ, "DATABASE_URL": f"spatialite:///{tmp_path / 'adbc.sqlite3'}"}
     done = subprocess.run(

@@ -8,10 +8,6 @@ import matplotlib.pyplot as plt
 import nbformat
 import pandas as pd
 import pytest
-from PIL import Image
-
-from analysis_lib._memory import track
-from analysis_lib._mprof import read_mprof
 from analysis_lib._report import (
     PROJECT_ROOT,
     LoopRun,
@@ -31,6 +27,10 @@ from analysis_lib._report import (
     track_zip_loop,
     zip_loop,
 )
+from PIL import Image
+
+from analysis_lib._memory import track
+from analysis_lib._mprof import read_mprof
 
 # --- files ------------------------------------------------------------------------------------
 

@@ -18,12 +18,15 @@ and keep the stock predicate as the exact test, so they return exactly the rows 
 lookup (``tests/test_lookups.py`` checks it), only through the index. On PostGIS they are the stock
 lookups: ``ST_Within`` and ``&&`` already use the GiST index there.
 
-The classic per-ZIP loop, fixed::
+The classic per-region loop, fixed::
 
-    for zip_code in ZipCode.objects.filter(state="MA").iterator():
-        rows = Building.objects.filter(boundary__within_indexed=zip_code.boundary).values_list(
-            "footprint_m2", "height_m"
+    for hood in Neighborhood.objects.iterator():
+        rows = Tree.objects.filter(location__within_indexed=hood.boundary).values_list(
+            "species", "planted"
         )
+
+They are registered on every ``GeometryField`` by the ``analysis_lib`` app's ``ready()``: add
+``"analysis_lib"`` to ``INSTALLED_APPS`` (see :func:`register`).
 
 Two details matter for exactness:
 
@@ -86,39 +89,42 @@ class IndexedLookupMixin:
 
     def prefilter_sql(self, connection, index_table, rhs_sql, rhs_params):
         """Return the ``SELECT pkid FROM idx_...`` subquery and its parameters."""
-        bounds = {
-            name: f"{func}({rhs_sql})"
-            for name, func in (
-                ("xmin", "MbrMinX"),
-                ("xmax", "MbrMaxX"),
-                ("ymin", "MbrMinY"),
-                ("ymax", "MbrMaxY"),
-            )
-        }
-        if self.box_test == "contained":
-            # Widen the box outwards by a relative float32 margin (see the module docstring).
-            margin = repr(FLOAT32_MARGIN)
-            conditions = [
-                f"xmin >= {bounds['xmin']} - ABS({bounds['xmin']}) * {margin}",
-                f"xmax <= {bounds['xmax']} + ABS({bounds['xmax']}) * {margin}",
-                f"ymin >= {bounds['ymin']} - ABS({bounds['ymin']}) * {margin}",
-                f"ymax <= {bounds['ymax']} + ABS({bounds['ymax']}) * {margin}",
-            ]
-            # Every condition names the value's bound twice.
-            params = list(rhs_params) * 8
-        else:
-            # Stored boxes contain the true boxes, so an overlap is never lost.
-            conditions = [
-                f"xmin <= {bounds['xmax']}",
-                f"xmax >= {bounds['xmin']}",
-                f"ymin <= {bounds['ymax']}",
-                f"ymax >= {bounds['ymin']}",
-            ]
-            params = list(rhs_params) * 4
+        bounds = [f"{func}({rhs_sql})" for func in ("MbrMinX", "MbrMaxX", "MbrMinY", "MbrMaxY")]
+        where = rtree_box_sql(self.box_test, *bounds)
+        # Every bound is named twice in a "contained" test (once in its margin), once otherwise.
+        params = list(rhs_params) * (8 if self.box_test == "contained" else 4)
         table = connection.ops.quote_name(index_table)
         # Only identifiers from the model and fixed SQL are interpolated; values stay parameters.
-        where = " AND ".join(conditions)
         return f"SELECT pkid FROM {table} WHERE {where}", params  # noqa: S608
+
+
+def rtree_box_sql(
+    box_test: str, xmin: str, xmax: str, ymin: str, ymax: str, rtree: str = ""
+) -> str:
+    """Return the R*Tree condition of a box test against the box given as four SQL expressions.
+
+    ``"contained"``: the stored box lies inside the query box widened outwards by
+    :data:`FLOAT32_MARGIN` (see the module docstring); ``"overlaps"``: the boxes meet (stored
+    boxes contain the true boxes, so no margin is needed). ``rtree`` prefixes the R*Tree's
+    columns (``"r."``). The one place this SQL is written: the lookups and the one-statement
+    strategy use it.
+    """
+    if box_test == "contained":
+        margin = repr(FLOAT32_MARGIN)
+        conditions = [
+            f"{rtree}xmin >= {xmin} - ABS({xmin}) * {margin}",
+            f"{rtree}xmax <= {xmax} + ABS({xmax}) * {margin}",
+            f"{rtree}ymin >= {ymin} - ABS({ymin}) * {margin}",
+            f"{rtree}ymax <= {ymax} + ABS({ymax}) * {margin}",
+        ]
+    else:
+        conditions = [
+            f"{rtree}xmin <= {xmax}",
+            f"{rtree}xmax >= {xmin}",
+            f"{rtree}ymin <= {ymax}",
+            f"{rtree}ymax >= {ymin}",
+        ]
+    return " AND ".join(conditions)
 
 
 def spatialite_index_table(connection, field) -> str | None:
@@ -144,7 +150,6 @@ def spatialite_index_table(connection, field) -> str | None:
     return f"idx_{table}_{column}"
 
 
-@GeometryField.register_lookup
 class WithinIndexedLookup(IndexedLookupMixin, WithinLookup):
     """``field__within_indexed=geom``: the rows of ``field__within=geom``, found through the index.
 
@@ -158,7 +163,6 @@ class WithinIndexedLookup(IndexedLookupMixin, WithinLookup):
     box_test = "contained"
 
 
-@GeometryField.register_lookup
 class BBOverlapsIndexedLookup(IndexedLookupMixin, BBOverlapsLookup):
     """``field__bboverlaps_indexed=geom``: the rows of ``field__bboverlaps=geom``, via the index.
 
@@ -168,3 +172,9 @@ class BBOverlapsIndexedLookup(IndexedLookupMixin, BBOverlapsLookup):
     lookup_name = "bboverlaps_indexed"
     stock_lookup = "bboverlaps"
     box_test = "overlaps"
+
+
+def register() -> None:
+    """Register ``within_indexed`` and ``bboverlaps_indexed`` on GeometryField (idempotent)."""
+    GeometryField.register_lookup(WithinIndexedLookup)
+    GeometryField.register_lookup(BBOverlapsIndexedLookup)

@@ -1,283 +1,264 @@
-"""Notebook-side helpers: pick ZIPs, run the two per-ZIP loops, compare them, save and rerun.
+"""The building-specific layer over ``analysis_lib``: buildings per ZIP code, and the seed loops.
 
-The notebooks in ``notebooks/`` stay thin: everything they call lives here or in
-the other ``analysis_lib`` modules, and is tested outside the notebooks
-(``tests/test_report.py``); the notebooks themselves are run end to end with
-papermill (``tests/test_notebooks.py``).
+Everything here is a thin call into the generic per-region functions of ``analysis_lib``
+(public names only) with the ``ZipCode``/``Building`` fields filled in:
 
-``python -m analysis_lib._report {naive,stream} --state MA ...`` runs one of the
-two loops on its own, for ``mprof run`` (:func:`mprof_zip_loop`).
+* :func:`summarize_by_zip` and :func:`iter_buildings_by_zip`: ``summarize_by_region`` and
+  ``iter_items_by_region`` with ZIP codes as regions and buildings as items;
+* the helpers of notebook 02 (the naive loop of the seed question against the streaming one,
+  tracked, profiled and compared).
+
+``python -m project.buildings.analysis {naive,stream} --state MA ...`` runs one of the two
+loops on its own, for ``mprof run`` (:func:`mprof_zip_loop`).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import math
 import os
-import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from analysis_lib import (
+    OneStatement,
+    PerRegion,
+    Sweep,
+    iter_items_by_region,
+    plot_choropleth,
+    report_dir,
+    summarize_by_region,
+)
+from analysis_lib.checks import check_choice, check_positive_int, check_type, fail_value
+
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
     from django.db.models import QuerySet
     from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
-    from ._memory import MemoryResult, Tracker
-    from ._mprof import MprofProfile
+    from analysis_lib import MemoryLog, MemoryResult, MprofProfile, Strategy, Tracker
 
-from ._per_zip import _check_choice, _check_positive
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 
 Approach = Literal["naive", "stream"]
 APPROACHES: tuple[str, ...] = ("naive", "stream")
 #: The building columns the streaming loop reads: what the per-ZIP summary needs.
 STREAM_FIELDS: tuple[str, ...] = ("id", "footprint_m2", "height_m", "year_built", "use_type")
+#: Building columns :func:`iter_buildings_by_zip` returns unless told otherwise.
+DEFAULT_FIELDS: tuple[str, ...] = STREAM_FIELDS
+#: Strategy names of the command line and the notebooks.
+STRATEGIES: tuple[str, ...] = ("sweep", "orm", "database")
+PREDICATES: tuple[str, ...] = ("within", "centroid")
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_REPORTS_DIR = PROJECT_ROOT / "reports"
-NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
-
-# A figure name becomes a file name: keep it to one plain path component.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def report_dir(folder: str | Path | None = None) -> Path:
-    """Return the folder reports go to, created if missing.
-
-    Parameters
-    ----------
-    folder : str, Path or None
-        The folder; ``None`` means ``reports/`` at the project root, whatever
-        the current directory (a notebook opened in JupyterLab runs in
-        ``notebooks/``, papermill from the project root).
-
-    Returns
-    -------
-    Path
-        The folder, which exists.
-
-    Raises
-    ------
-    NotADirectoryError
-        If ``folder`` exists and is not a directory.
-
-    Examples
-    --------
-    >>> report_dir().name
-    'reports'
-    """
-    path = DEFAULT_REPORTS_DIR if folder is None else Path(folder)
-    if path.exists() and not path.is_dir():
-        raise NotADirectoryError(f"output folder {str(path)!r} exists and is not a directory")
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+#: The per-ZIP summary: output column -> (Building field, how).
+BUILDING_AGGREGATES: dict[str, tuple[str, str]] = {
+    "footprint_total_m2": ("footprint_m2", "sum"),
+    "footprint_mean_m2": ("footprint_m2", "mean"),
+    "footprint_median_m2": ("footprint_m2", "median"),
+    "height_mean_m": ("height_m", "mean"),
+    "height_max_m": ("height_m", "max"),
+    "year_built_median": ("year_built", "median"),
+    "share": ("use_type", "shares"),
+}
 
 
-def save_figure(
-    fig: Figure, name: str, folder: str | Path | None = None, *, dpi: int = 100
-) -> Path:
-    """Save a matplotlib figure as ``<folder>/<name>.png`` and return the path.
+# --------------------------------------------------------------------------------------------
+# ZIP codes and buildings as regions and items
+# --------------------------------------------------------------------------------------------
 
-    Parameters
-    ----------
-    fig : matplotlib.figure.Figure
-        The figure (for an Axes ``ax``, pass ``ax.figure``).
-    name : str
-        File name without extension: letters, digits, ``_``, ``-`` and ``.``,
-        no folder part (``".png"`` is added when missing).
-    folder : str, Path or None
-        Where to write; ``None`` means ``reports/`` at the project root.
-    dpi : int
-        Resolution of the PNG.
 
-    Returns
-    -------
-    Path
-        The PNG written.
+def resolve_zips(zips: QuerySet | str, argument: str = "zips") -> QuerySet:
+    """Return a ZipCode QuerySet ordered by code, from a QuerySet or a two-letter state code."""
+    from django.db.models import QuerySet
 
-    Raises
-    ------
-    TypeError
-        If ``fig`` is not a matplotlib Figure.
-    ValueError
-        If ``name`` is empty, holds a path separator or other characters that
-        do not belong in a file name, or ``dpi`` is not positive.
+    from .models import ZipCode
 
-    Examples
-    --------
-    >>> import matplotlib.pyplot as plt
-    >>> fig, ax = plt.subplots()
-    >>> path = save_figure(fig, "example", folder=tmp_path)  # doctest: +SKIP
-    >>> path.name  # doctest: +SKIP
-    'example.png'
-    """
-    from matplotlib.figure import Figure
-
-    if not isinstance(fig, Figure):
+    if isinstance(zips, str):
+        state = zips.strip().upper()
+        if len(state) != 2 or not state.isalpha():
+            raise fail_value(argument, "a two-letter state code such as 'MA'", zips)
+        qs = ZipCode.objects.filter(state=state)
+        if not qs.exists():
+            present = sorted(ZipCode.objects.order_by().values_list("state", flat=True).distinct())
+            where = f"states present: {', '.join(present)}" if present else "the table is empty"
+            raise ValueError(f"no ZIP codes for state {state!r} in the database ({where})")
+        return qs.order_by("code")
+    if not isinstance(zips, QuerySet) or not issubclass(zips.model, ZipCode):
         raise TypeError(
-            f"save_figure() needs a matplotlib Figure, got {type(fig).__name__}; "
-            "for an Axes pass ax.figure"
+            f"`{argument}` must be a ZipCode QuerySet or a state code; got {type(zips).__name__}"
         )
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ValueError(
-            f"figure name {name!r} is not a plain file name: use letters, digits, '_', '-' "
-            "and '.', without a folder"
+    if zips.query.is_sliced:
+        # A sliced QuerySet cannot be filtered further; the ZIPs are few, so pin their keys.
+        zips = ZipCode.objects.filter(pk__in=list(zips.values_list("pk", flat=True)))
+    return zips.order_by("code")
+
+
+def _resolve_buildings(buildings: QuerySet | None) -> QuerySet:
+    """Return the Building QuerySet to analyse (all buildings by default), checked."""
+    from django.db.models import QuerySet
+
+    from .models import Building
+
+    if buildings is None:
+        return Building.objects.all()
+    if not isinstance(buildings, QuerySet) or not issubclass(buildings.model, Building):
+        raise TypeError(
+            f"`buildings` must be a Building QuerySet or None; got {type(buildings).__name__}"
         )
-    if dpi <= 0:
-        raise ValueError(f"dpi must be positive, got {dpi}")
-    stem = name[: -len(".png")] if name.lower().endswith(".png") else name
-    path = report_dir(folder) / f"{stem}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", format="png")
-    return path
+    return buildings
 
 
-def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """Return the parameters a notebook declares in its cell tagged ``parameters``.
-
-    Parameters
-    ----------
-    path : str or Path
-        The notebook.
-
-    Returns
-    -------
-    dict
-        Parameter name to its default value (as written in the notebook).
-
-    Raises
-    ------
-    FileNotFoundError
-        If the notebook does not exist.
-    ValueError
-        If the notebook has no cell tagged ``parameters``.
-
-    Examples
-    --------
-    >>> params = notebook_parameters("notebooks/01_buildings_per_zip.ipynb")  # doctest: +SKIP
-    >>> params["state"]  # doctest: +SKIP
-    'MA'
-    """
-    import nbformat
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"notebook {str(path)!r} does not exist")
-    nb = nbformat.read(path, as_version=4)
-    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not cells:
-        raise ValueError(f"{path}: no cell is tagged 'parameters'")
-    tree = ast.parse(cells[0].source, filename=f"{path} (parameters cell)")
-    found: dict[str, Any] = {}
-    for node in tree.body:
-        target = None
-        if isinstance(node, ast.Assign) and len(node.targets) == 1:
-            target, value = node.targets[0], node.value
-        elif isinstance(node, ast.AnnAssign) and node.value is not None:
-            target, value = node.target, node.value
-        if isinstance(target, ast.Name):
-            try:
-                found[target.id] = ast.literal_eval(value)
-            except ValueError:  # an expression, not a literal: keep its source
-                found[target.id] = ast.get_source_segment(cells[0].source, value)
-    return found
-
-
-def run_notebook(
-    path: str | Path,
-    output_dir: str | Path | None = None,
-    parameters: Mapping[str, Any] | None = None,
+def make_strategy(
+    name: str,
     *,
-    kernel_name: str = "python3",
-    cwd: str | Path | None = None,
-    progress_bar: bool = False,
-    log_output: bool = False,
-    timeout: float | None = None,
-) -> Path:
-    """Execute a notebook with papermill, writing ``<output_dir>/<name>.ipynb``.
+    chunk_size: int = 10_000,
+    workers: int | None = None,
+    engine: Literal["auto", "dbapi", "adbc"] = "auto",
+) -> Strategy:
+    """Return the strategy object behind a strategy name of the command line and the notebooks.
 
-    The notebook runs in a fresh ``kernel_name`` kernel started from the
-    project root (so ``analysis_lib`` imports and relative paths resolve the
-    way they do for ``papermill`` on the command line). The kernel inherits
-    this process's environment, ``DATABASE_URL`` included. If the notebook
-    declares an ``output_dir`` parameter and ``parameters`` does not set it,
-    it is set to ``output_dir``, so figures land next to the executed notebook.
+    ``"sweep"``: ``Sweep(chunk_size, workers, engine)``; ``"orm"``: ``PerRegion(chunk_size)``;
+    ``"database"``: ``OneStatement()`` (which takes neither option).
+    """
+    check_choice("strategy", name, STRATEGIES)
+    if name == "sweep":
+        return Sweep(chunk_size=chunk_size, workers=workers, engine=engine)
+    if name == "orm":
+        return PerRegion(chunk_size=chunk_size)
+    return OneStatement()
+
+
+def summarize_by_zip(
+    zips: QuerySet | str,
+    buildings: QuerySet | None = None,
+    *,
+    strategy: str | Strategy = "sweep",
+    predicate: Literal["within", "centroid"] = "within",
+    progress: bool = False,
+    log: MemoryLog | None = None,
+) -> pd.DataFrame:
+    """Summarise the buildings of every ZIP code: ``summarize_by_region`` on ZipCode/Building.
 
     Parameters
     ----------
-    path : str or Path
-        The notebook to run.
-    output_dir : str, Path or None
-        Where the executed notebook (and its figures) go; ``None`` means
-        ``reports/`` at the project root.
-    parameters : mapping, optional
-        Values for the notebook's ``parameters`` cell. Every name must be one
-        the notebook declares.
-    kernel_name : str
-        The Jupyter kernel; the committed notebooks use the standard
-        ``python3`` kernel and set Django up themselves.
-    cwd : str, Path or None
-        Working directory of the kernel; ``None`` means the project root.
-    progress_bar : bool
-        Show papermill's per-cell progress bar.
-    log_output : bool
-        Echo the notebook's output to this process's log as it runs.
-    timeout : float or None
-        Seconds a single cell may run; ``None`` means no limit.
+    zips : QuerySet or str
+        ZipCode QuerySet, or a two-letter state code (``"MA"``) for all ZIPs of that state.
+    buildings : QuerySet, optional
+        Building QuerySet (default: all buildings); filtered, not sliced.
+    strategy : str or strategy object
+        ``"sweep"`` (default), ``"orm"``, ``"database"`` (see :func:`make_strategy`), or a
+        strategy object (``Sweep(chunk_size=...)``, ``DaskSweep(client)``, ...).
+    predicate : {"within", "centroid"}
+        Which buildings belong to a ZIP (see ``analysis_lib.summarize_by_region``).
+    progress : bool
+        Show a tqdm progress bar.
+    log : MemoryLog, optional
+        Measure the steps into this log.
 
     Returns
     -------
-    Path
-        The executed notebook.
+    pandas.DataFrame
+        Indexed by ZIP code (``zip_code``, in code order): ``n_buildings``,
+        ``footprint_total_m2``, ``footprint_mean_m2``, ``footprint_median_m2``,
+        ``height_mean_m``, ``height_max_m``, ``year_built_median``, ``share_<use type>``,
+        ``area_km2`` and ``buildings_per_km2``.
 
     Raises
     ------
-    FileNotFoundError
-        If the notebook does not exist.
-    ValueError
-        If ``parameters`` names a parameter the notebook does not declare.
-    papermill.exceptions.PapermillExecutionError
-        If a cell fails; the executed notebook is still written, with the
-        error in the failing cell's output.
+    TypeError, ValueError
+        For a bad argument (named in the message) or a state without ZIPs.
 
     Examples
     --------
-    >>> out = run_notebook(  # doctest: +SKIP
-    ...     "notebooks/01_buildings_per_zip.ipynb", "reports", {"state": "MA"}
-    ... )
-    >>> out.name  # doctest: +SKIP
-    '01_buildings_per_zip.ipynb'
+    >>> summary = summarize_by_zip("MA", progress=True)  # doctest: +SKIP
     """
-    import papermill
-
-    path = Path(path)
-    declared = notebook_parameters(path)
-    params = dict(parameters or {})
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        raise ValueError(
-            f"{path.name} has no parameter(s) {', '.join(map(repr, unknown))}; "
-            f"it declares {', '.join(map(repr, declared))}"
-        )
-    out_dir = report_dir(output_dir).resolve()
-    if "output_dir" in declared:
-        params.setdefault("output_dir", str(out_dir))
-    output = out_dir / path.name
-    papermill.execute_notebook(
-        str(path),
-        str(output),
-        parameters=params,
-        kernel_name=kernel_name,
-        cwd=str(PROJECT_ROOT if cwd is None else cwd),
-        progress_bar=progress_bar,
-        log_output=log_output,
-        execution_timeout=timeout,
+    if isinstance(strategy, str):
+        strategy = make_strategy(strategy)
+    zips_qs = resolve_zips(zips)
+    summary = summarize_by_region(
+        zips_qs,
+        _resolve_buildings(buildings),
+        key="code",
+        aggregates=BUILDING_AGGREGATES,
+        predicate=predicate,
+        strategy=strategy,
+        region_geometry="boundary",
+        item_geometry="boundary",
+        progress=progress,
+        log=log,
     )
-    return output
+    summary = summary.rename(
+        columns={"n_items": "n_buildings", "items_per_km2": "buildings_per_km2"}
+    )
+    summary.index.name = "zip_code"
+    return summary
+
+
+def iter_buildings_by_zip(
+    zips: QuerySet | str,
+    buildings: QuerySet | None = None,
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    *,
+    predicate: Literal["within", "centroid"] = "within",
+    geometry: Literal["shapely", "wkb"] = "shapely",
+    chunk_size: int = 20_000,
+    progress: bool = False,
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Yield ``(zip_code, DataFrame)`` for each ZIP: ``iter_items_by_region`` on ZipCode/Building.
+
+    Parameters
+    ----------
+    zips : QuerySet or str
+        ZipCode QuerySet, or a two-letter state code.
+    buildings : QuerySet, optional
+        Building QuerySet (default: all buildings); filtered, not sliced.
+    fields : sequence of str
+        Building columns, as for ``QuerySet.values()``; the footprint as ``"boundary"``.
+    predicate, geometry, chunk_size, progress
+        As for ``analysis_lib.iter_items_by_region``.
+
+    Yields
+    ------
+    tuple of (str, pandas.DataFrame)
+        The ZIP code and its buildings.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a bad argument, before the first query.
+
+    Examples
+    --------
+    >>> for code, frame in iter_buildings_by_zip("MA", fields=["footprint_m2"]):  # doctest: +SKIP
+    ...     print(code, len(frame))
+    """
+    return iter_items_by_region(
+        resolve_zips(zips),
+        _resolve_buildings(buildings),
+        fields,
+        key="code",
+        predicate=predicate,
+        region_geometry="boundary",
+        item_geometry="boundary",
+        geometry=geometry,
+        chunk_size=chunk_size,
+        progress=progress,
+    )
+
+
+def plot_zip_choropleth(
+    summary: pd.DataFrame,
+    column: str = "buildings_per_km2",
+    ax: Axes | None = None,
+    **options: Any,
+) -> Axes:
+    """``analysis_lib.plot_choropleth`` of a per-ZIP summary, the shapes from ``ZipCode``."""
+    from .models import ZipCode
+
+    return plot_choropleth(summary, ZipCode.objects.all(), column, ax, key="code", **options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,7 +266,7 @@ def run_notebook(
 # --------------------------------------------------------------------------------------------
 
 
-def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
+def select_zips(state: str, max_zips: int | None = None, *, argument: str = "max_zips") -> QuerySet:
     """Return the ZIP codes of a state in code order, the first ``max_zips`` of them.
 
     Parameters
@@ -294,13 +275,16 @@ def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
         Two-letter state code, such as ``"MA"`` (case-insensitive).
     max_zips : int or None
         Keep the first ``max_zips`` ZIPs by code; ``None`` keeps all.
+    argument : str
+        The name errors give ``max_zips``: the name the caller knows it by (a notebook
+        parameter such as ``naive_zips``).
 
     Returns
     -------
     QuerySet
         ``ZipCode`` rows ordered by code (sliced when ``max_zips`` is given), as
-        :func:`~analysis_lib.summarize_by_zip` and
-        :func:`~analysis_lib.iter_buildings_by_zip` accept them.
+        :func:`summarize_by_zip` and
+        :func:`iter_buildings_by_zip` accept them.
 
     Raises
     ------
@@ -317,12 +301,9 @@ def select_zips(state: str, max_zips: int | None = None) -> QuerySet:
     >>> [z.code for z in zips]  # doctest: +SKIP
     ['01001', '01002', '01003', '01005', '01007']
     """
-    from ._per_zip import _resolve_zips
-
-    if not isinstance(state, str):
-        raise TypeError(f"`state` must be a two-letter state code such as 'MA', got {state!r}")
-    _check_positive("max_zips", max_zips, allow_none=True)
-    zips = _resolve_zips(state)
+    check_type("state", state, str, "a two-letter state code such as 'MA'")
+    check_positive_int(argument, max_zips, allow_none=True)
+    zips = resolve_zips(state, "state")
     return zips if max_zips is None else zips[:max_zips]
 
 
@@ -333,7 +314,7 @@ def pick_detail_zip(summary: pd.DataFrame, zip_code: str | None = None) -> str:
     ----------
     summary : pandas.DataFrame
         A per-ZIP table indexed by ZIP code with a ``buildings_per_km2`` column
-        (:func:`~analysis_lib.summarize_by_zip`).
+        (:func:`summarize_by_zip`).
     zip_code : str or None
         The ZIP wanted; ``None`` picks the ZIP with the most buildings per km²
         (the lowest code on a tie), where footprints are easiest to see.
@@ -380,7 +361,7 @@ def plot_zip_buildings(
 ) -> Axes:
     """Draw one ZIP code's outline and its building footprints, coloured by ``column``.
 
-    The ZIP's buildings are the ones :func:`~analysis_lib.iter_buildings_by_zip`
+    The ZIP's buildings are the ones :func:`iter_buildings_by_zip`
     yields for it (the same ``predicate`` as the summary). With
     ``neighbours=True`` the other buildings whose boxes meet the ZIP's box are
     drawn in grey, so the ones straddling the border (counted in no ZIP under
@@ -395,7 +376,7 @@ def plot_zip_buildings(
     column : str
         Building field that colours the footprints (``"use_type"``, ``"height_m"``, ...).
     predicate : {"within", "centroid"}
-        Which buildings belong to the ZIP (see :func:`~analysis_lib.summarize_by_zip`).
+        Which buildings belong to the ZIP (see :func:`summarize_by_zip`).
     neighbours : bool
         Also draw the other buildings around, in grey.
 
@@ -419,10 +400,9 @@ def plot_zip_buildings(
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from project.buildings.models import Building, ZipCode
+    from analysis_lib import read_geodataframe
 
-    from ._loaders import read_geodataframe
-    from ._per_zip import iter_buildings_by_zip
+    from .models import Building, ZipCode
 
     zips = ZipCode.objects.filter(code=zip_code)
     outline = read_geodataframe(zips, ["code", "boundary"])
@@ -476,7 +456,7 @@ def naive_zip_lists(zips: QuerySet | str) -> Iterator[tuple[str, list]]:
     Every building becomes a full model instance with a GEOS geometry, and the
     stock ``within`` lookup does not use the spatial index on SpatiaLite (a
     full table scan per ZIP). It is the baseline the measurements compare
-    :func:`~analysis_lib.iter_buildings_by_zip` against; do not use it for work.
+    :func:`iter_buildings_by_zip` against; do not use it for work.
 
     Parameters
     ----------
@@ -500,15 +480,13 @@ def naive_zip_lists(zips: QuerySet | str) -> Iterator[tuple[str, list]]:
     >>> for code, important in naive_zip_lists(select_zips("MA", 3)):  # doctest: +SKIP
     ...     print(code, len(important))
     """
-    from ._per_zip import _resolve_zips
-
-    zips_qs = _resolve_zips(zips)  # checked now, not at the first next()
+    zips_qs = resolve_zips(zips)  # checked now, not at the first next()
     return _naive_zip_lists(zips_qs)
 
 
 def _naive_zip_lists(zips: QuerySet) -> Iterator[tuple[str, list]]:
     """Generate what :func:`naive_zip_lists` promises (argument already checked)."""
-    from project.buildings.models import Building
+    from .models import Building
 
     for zip_code in zips.iterator():
         buildings = Building.objects.filter(boundary__within=zip_code.boundary)
@@ -524,7 +502,7 @@ def zip_loop(
     ----------
     approach : {"naive", "stream"}
         ``"naive"``: :func:`naive_zip_lists` (a list of model instances per ZIP);
-        ``"stream"``: :func:`~analysis_lib.iter_buildings_by_zip` with the
+        ``"stream"``: :func:`iter_buildings_by_zip` with the
         columns in ``STREAM_FIELDS`` (a DataFrame per ZIP).
     zips : QuerySet or str
         ZipCode QuerySet or a state code.
@@ -546,12 +524,10 @@ def zip_loop(
     >>> for code, frame in zip_loop("stream", "MA"):  # doctest: +SKIP
     ...     pass
     """
-    _check_choice("approach", approach, APPROACHES)
-    _check_positive("chunk_size", chunk_size)
+    check_choice("approach", approach, APPROACHES)
+    check_positive_int("chunk_size", chunk_size)
     if approach == "naive":
         return naive_zip_lists(zips)
-    from ._per_zip import iter_buildings_by_zip
-
     return iter_buildings_by_zip(zips, fields=STREAM_FIELDS, chunk_size=chunk_size)
 
 
@@ -671,7 +647,7 @@ def track_zip_loop(
     """
     import time
 
-    from ._memory import track
+    from analysis_lib import track
 
     label = approach if label is None else str(label)
     loop = zip_loop(approach, zips, chunk_size=chunk_size)
@@ -738,14 +714,13 @@ def mprof_zip_loop(
     >>> profile.peak_mib  # doctest: +SKIP
     131.5
     """
-    from ._mprof import run_mprof
+    from analysis_lib import run_mprof
 
-    _check_choice("approach", approach, APPROACHES)
-    if not isinstance(state, str):
-        raise TypeError(f"`state` must be a two-letter state code such as 'MA', got {state!r}")
-    _check_positive("max_zips", max_zips, allow_none=True)
-    _check_positive("chunk_size", chunk_size)
-    cmd = [sys.executable, "-m", "analysis_lib._report", approach, "--state", state]
+    check_choice("approach", approach, APPROACHES)
+    check_type("state", state, str, "a two-letter state code such as 'MA'")
+    check_positive_int("max_zips", max_zips, allow_none=True)
+    check_positive_int("chunk_size", chunk_size)
+    cmd = [sys.executable, "-m", "project.buildings.analysis", approach, "--state", state]
     cmd += ["--chunk-size", str(chunk_size)]
     if max_zips is not None:
         cmd += ["--max-zips", str(max_zips)]
@@ -763,11 +738,11 @@ def mprof_zip_loop(
 
 
 def _main(argv: Sequence[str] | None = None) -> int:
-    """Command line of ``python -m analysis_lib._report``: run one loop, print a line."""
+    """Command line of ``python -m project.buildings.analysis``: run one loop, print a line."""
     import time
 
     parser = argparse.ArgumentParser(
-        prog="python -m analysis_lib._report",
+        prog="python -m project.buildings.analysis",
         description="Walk a state's ZIPs with one loop (the target of mprof_zip_loop).",
     )
     parser.add_argument("approach", choices=APPROACHES)
@@ -776,15 +751,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--chunk-size", type=int, default=50_000)
     args = parser.parse_args(argv)
 
-    from ._django import setup_django
+    from analysis_lib import setup_django
 
-    setup_django()
+    setup_django(os.environ.get("DJANGO_SETTINGS_MODULE", "project.settings"))
     # Both loops start from the same imports (those of the notebook), so that their mprof
     # curves differ by what the loop itself holds, not by which libraries it loaded.
     import pandas  # noqa: F401
     import shapely  # noqa: F401
 
-    from . import _loaders, _per_zip  # noqa: F401
+    from analysis_lib import iter_frames  # noqa: F401
 
     start = time.perf_counter()
     zips = select_zips(args.state, args.max_zips)
@@ -878,7 +853,7 @@ def memory_comparison(
     """
     import pandas as pd
 
-    from ._mprof import MprofProfile
+    from analysis_lib import MprofProfile
 
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:

@@ -1,0 +1,14 @@
+"""Per-region analysis of any GeoDjango models: one core, four strategies.
+
+Module map (imports point down only)::
+
+    api          summarize_by_region, iter_items_by_region, plot_choropleth
+    sweep        Sweep: one streaming pass (the default), and the engine fallback
+    per_region   PerRegion: one indexed query per region (also feeds iter_items_by_region)
+    sql          OneStatement: one SQL statement
+    dask         DaskSweep: the sweep on a Dask cluster
+    core         resolve the request, load the regions, match a chunk, partial aggregates, finish
+    _medians     MedianStore: exact per-region medians, mergeable and picklable
+
+The public names are exported by :mod:`analysis_lib`.
+"""

@@ -1,0 +1,197 @@
+"""The streaming sweep: one pass over the items, chunks matched to every region at once."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from .._checks import check_choice, check_positive_int, fail_type, fail_value
+from .core import Partials, Spec, Strategy, fields_of, match_chunk, trim_heap
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+    from django.db.models import QuerySet
+
+__all__ = ["Sweep"]
+
+T = TypeVar("T")
+ENGINES: tuple[str, ...] = ("auto", "dbapi", "adbc")
+
+
+def run_with_engine(engine: str, run: Callable[[str], T]) -> T:
+    """Call ``run(engine)``; under ``"auto"``, ``run("adbc")`` then ``run("dbapi")`` on refusal.
+
+    The one place the sweep decides its engine: ADBC needs pyarrow (a process that keeps it
+    out reads with DB-API without loading the driver); ADBC on SQLite fixes column types from
+    the first batch and can fail on a later one, and then the pass restarts on DB-API.
+    """
+    from .._arrow import pyarrow_kept_out
+
+    if engine == "auto" and pyarrow_kept_out():
+        engine = "dbapi"
+    if engine != "auto":
+        return run(engine)
+    from .._loaders import _AdbcMidStream, _AdbcRefused
+
+    try:
+        return run("adbc")
+    except (_AdbcMidStream, _AdbcRefused):  # refused: before the first chunk, none merged
+        pass
+    return run("dbapi")
+
+
+class Sweep(Strategy):
+    """One streaming pass over the items, matched chunk by chunk to every region (the default).
+
+    Each chunk (geometry as WKB, through :func:`~analysis_lib.iter_frames`) is matched in two
+    steps: a raster of the regions places every item whose bounding box lies in cells of a
+    single region, or of none, from the box alone, read from the WKB with numpy; the items
+    near a border are decoded with shapely and matched with an ``STRtree`` queried by the
+    prepared regions. Both steps are exact. Partial aggregates are merged as chunks finish.
+    Memory: ``workers + 1`` chunks, the raster (4 MB), per-region aggregates, and 8 bytes per
+    matched item for each exact median of a float field.
+
+    Parameters
+    ----------
+    chunk_size : int
+        Rows per fetch (default 10,000).
+    workers : int, optional
+        Background threads matching chunks while the calling thread fetches the next one; 0
+        does everything in the calling thread. ``None`` (default): 1 when ADBC reads (it
+        fetches without holding the GIL), else 0.
+    engine : {"auto", "dbapi", "adbc"}
+        How the rows are read (see :func:`~analysis_lib.iter_frames`); ``"auto"`` uses ADBC
+        when it can and falls back to DB-API, restarting the pass if ADBC fails part-way.
+
+    Raises
+    ------
+    TypeError
+        If an argument has the wrong type.
+    ValueError
+        If ``chunk_size`` is below 1, ``workers`` below 0 or ``engine`` unknown.
+
+    Examples
+    --------
+    >>> from analysis_lib import Sweep
+    >>> Sweep(chunk_size=20_000, workers=0)
+    Sweep(chunk_size=20000, workers=0, engine='auto')
+    """
+
+    def __init__(
+        self,
+        chunk_size: int = 10_000,
+        workers: int | None = None,
+        engine: Literal["auto", "dbapi", "adbc"] = "auto",
+    ) -> None:
+        check_positive_int("chunk_size", chunk_size)
+        if workers is not None:
+            if isinstance(workers, bool) or not isinstance(workers, int):
+                raise fail_type("workers", "a non-negative int or None", workers)
+            if workers < 0:
+                raise fail_value("workers", "a non-negative int or None", workers)
+        check_choice("engine", engine, ENGINES)
+        self.chunk_size = chunk_size
+        self.workers = workers
+        self.engine = engine
+
+    def __repr__(self) -> str:
+        return (
+            f"Sweep(chunk_size={self.chunk_size}, workers={self.workers}, engine={self.engine!r})"
+        )
+
+    def describe(self) -> str:
+        """Label for progress bars and memory logs."""
+        return "sweep"
+
+    def run(
+        self,
+        regions: QuerySet,
+        region_frame: pd.DataFrame,
+        items: QuerySet,
+        spec: Spec,
+        progress: bool,
+    ) -> Mapping[str, Any]:
+        """Stream the items once; return raw aggregates in region order."""
+        import shapely
+        from tqdm.auto import tqdm
+
+        from .._geo import RegionGrid
+        from .._loaders import iter_frames
+
+        n = len(region_frame)
+        boundaries = region_frame["geom"].to_numpy()
+        region_wkb = shapely.to_wkb(boundaries)
+        local = threading.local()
+
+        def prepared_regions():
+            # GEOS prepared geometries build their indexes lazily and are not safe to share
+            # between threads: each thread gets its own prepared copy.
+            geoms = getattr(local, "regions", None)
+            if geoms is None:
+                geoms = shapely.from_wkb(region_wkb)
+                shapely.prepare(geoms)
+                local.regions = geoms
+            return geoms
+
+        grid = RegionGrid(boundaries)
+        geom = spec.item_geometry
+
+        def work(frame: pd.DataFrame) -> Partials:
+            region_idx, rows = match_chunk(
+                frame[geom].to_numpy(),
+                prepared_regions(),
+                grid,
+                spec.predicate,
+                spec.item_geom_type,
+            )
+            return Partials.from_rows(n, spec, region_idx, frame, rows)
+
+        def one_pass(engine: str) -> Partials:
+            total = Partials(n, spec)
+            bar = tqdm(
+                total=items.count() if progress else None,
+                unit="item",
+                unit_scale=True,
+                desc=f"sweep ({spec.predicate})",
+                disable=not progress,
+            )
+            frames = iter_frames(
+                items.order_by(),
+                fields_of(spec, [geom]),
+                self.chunk_size,
+                geometry="wkb",
+                engine=engine,
+            )
+            threads = self.workers if self.workers is not None else (1 if engine == "adbc" else 0)
+            try:
+                if threads == 0:
+                    for frame in frames:
+                        total.merge(work(frame))
+                        bar.update(len(frame))
+                    return total
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sweep") as pool:
+                    # At most `threads` chunks in flight while the next one is fetched.
+                    pending: deque = deque()
+                    for frame in frames:
+                        pending.append((pool.submit(work, frame), len(frame)))
+                        del frame
+                        while len(pending) > threads:
+                            future, n_rows = pending.popleft()
+                            total.merge(future.result())
+                            bar.update(n_rows)
+                    while pending:
+                        future, n_rows = pending.popleft()
+                        total.merge(future.result())
+                        bar.update(n_rows)
+                return total
+            finally:
+                bar.close()
+
+        try:
+            return run_with_engine(self.engine, one_pass).raw(spec)
+        finally:
+            trim_heap()

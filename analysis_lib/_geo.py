@@ -169,8 +169,8 @@ class RegionGrid:
 
     Every cell whose closed square meets a region border (any ring of any region) is marked
     BORDER, conservatively: the borders are cut into pieces shorter than half a cell and the
-    cells that each piece's box, widened by a millionth of a cell, touches are marked. Every other cell
-    lies entirely in the interior of the regions that hold its centre, found by scanline
+    cells that each piece's box, widened by a millionth of a cell, touches are marked. Every other
+    cell lies entirely in the interior of the regions that hold its centre, found by scanline
     (even-odd crossings of each row's centre line, half-open in y): one region, none (OUTSIDE) or,
     if regions overlap, several (SHARED). A box covered by cells that all belong to region *z*
     lies in *z*'s interior, so the item inside it is within *z* and meets no other region, and its

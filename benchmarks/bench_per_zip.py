@@ -72,12 +72,12 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
             raise RuntimeError("keep_pyarrow_out() came too late in the benchmark child")
     from analysis_lib import setup_django
 
-    setup_django()
+    setup_django("project.settings")
     import numpy as np  # noqa: F401  (imports are not part of the measurement)
     import pandas as pd  # noqa: F401
 
-    from analysis_lib import summarize_by_zip
-    from analysis_lib._per_zip import _load_zips  # noqa: F401
+    from analysis_lib import Sweep
+    from project.buildings.analysis import make_strategy, summarize_by_zip
     from project.buildings.models import Building, ZipCode
 
     zips = ZipCode.objects.filter(state=state).order_by("code")
@@ -87,8 +87,9 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
     start = time.perf_counter()
     cpu_start = time.process_time()
     if method in ("sweep", KEPT_OUT, "sweep (no worker thread)", "orm", "database"):
-        strategy, workers = method.split()[0], (0 if "no worker" in method else None)
-        summary = summarize_by_zip(state, strategy=strategy, predicate=predicate, workers=workers)
+        name, workers = method.split()[0], (0 if "no worker" in method else None)
+        strategy = Sweep(workers=workers) if name == "sweep" else make_strategy(name)
+        summary = summarize_by_zip(state, strategy=strategy, predicate=predicate)
         seconds = time.perf_counter() - start
         return {
             "seconds": seconds,
@@ -231,18 +232,18 @@ def engines(url: str, state: str) -> str:
     sys.path.insert(0, str(ROOT))
     from analysis_lib import setup_django
 
-    setup_django()
+    setup_django("project.settings")
     import shapely
     from django.db import connection
 
-    from analysis_lib import iter_frames
-    from analysis_lib._per_zip import _load_zips, _resolve_zips
-    from project.buildings.lookups import FLOAT32_MARGIN
+    from analysis_lib import iter_frames, read_frame
+    from analysis_lib.lookups import FLOAT32_MARGIN
+    from project.buildings.analysis import resolve_zips
     from project.buildings.models import Building
 
     if not connection.ops.spatialite:
         raise SystemExit("--engines compares with SpatiaLite: give a spatialite:/// database")
-    zip_frame = _load_zips(_resolve_zips(state))
+    zip_frame = read_frame(resolve_zips(state), ["code", "boundary"], index="code")
     codes, zips = zip_frame.index.to_numpy(), zip_frame["boundary"].to_numpy()
     shapely.prepare(zips)
     geos = set()

@@ -14,9 +14,10 @@ the footprint total before it starts)::
 ``--postgis`` defaults to ``DATABASE_URL``. For each backend it runs
 ``summarize_by_zip(state, strategy=...)`` with the three strategies (``orm``: the per-ZIP loop
 with the index-aware lookup; ``database``: one SQL statement; ``sweep``: one streaming pass
-matched with shapely), then ``summarize_by_zip_distributed`` on a ``LocalCluster`` of 2 worker
-processes (one thread each) twice: cold (the workers import Django and the libraries on their
-first task) and warm (a second call on the same cluster; the cluster start is reported apart).
+matched with shapely), then ``summarize_by_zip(state, strategy=DaskSweep(client))`` on a
+``LocalCluster`` of 2 worker processes (one thread each) twice: cold (the workers import
+Django and the libraries on their first task) and warm (a second call on the same cluster;
+the cluster start is reported apart).
 
 Every measurement runs in a fresh subprocess that has set Django up and opened the connection;
 then its peak-RSS counter is reset (``/proc/self/clear_refs``) and the run starts, so "peak MiB"
@@ -71,10 +72,10 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
     sys.path.insert(0, str(ROOT))
     import analysis_lib
 
-    analysis_lib.setup_django()
+    analysis_lib.setup_django("project.settings")
     from django.db import connection
 
-    from analysis_lib import summarize_by_zip
+    from project.buildings.analysis import summarize_by_zip
     from project.buildings.models import ZipCode
 
     connection.ensure_connection()
@@ -91,7 +92,7 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
 
         from distributed import Client, LocalCluster
 
-        from analysis_lib._dask import summarize_by_zip_distributed
+        from analysis_lib import DaskSweep
 
         start = time.perf_counter()
         cluster = LocalCluster(
@@ -108,7 +109,7 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
                 worker_base = client.run(_reset_peak)
                 baseline = _reset_peak()
                 start = time.perf_counter()
-                summary = summarize_by_zip_distributed(state, client=client, predicate=predicate)
+                summary = summarize_by_zip(state, strategy=DaskSweep(client), predicate=predicate)
                 seconds = time.perf_counter() - start
                 peaks = client.run(_vm, "VmHWM")
                 result[attempt] = {

@@ -25,7 +25,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from analysis_lib._report import notebook_parameters, run_notebook  # noqa: E402
+from analysis_lib import notebook_parameters, run_notebook  # noqa: E402
 
 
 def parse_value(text: str):

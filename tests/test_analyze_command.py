@@ -13,7 +13,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from pandas.testing import assert_frame_equal
 
-from analysis_lib import summarize_by_zip
+from project.buildings.analysis import summarize_by_zip
 from tests.backends import IS_POSTGIS
 from tests.notebook_fixtures import PROJECT_ROOT
 from tests.per_zip_fixtures import make_buildings, make_database_file, make_zips
@@ -75,7 +75,7 @@ def test_default_output_path_and_format_flag(data, tmp_path, monkeypatch):
 def test_progress_bar_goes_to_stderr(data, tmp_path, capsys):
     call_command("analyze_buildings", "--state", "MA", "--out", str(tmp_path / "x.csv"))
     captured = capsys.readouterr()
-    assert "sweep (within)" in captured.err and "bldg" in captured.err
+    assert "sweep (within)" in captured.err and "item/s" in captured.err
     assert SUMMARY.match(captured.out.strip())
 
 
@@ -86,8 +86,8 @@ def test_progress_bar_goes_to_stderr(data, tmp_path, capsys):
         (["--state", "Mass"], r"--state 'MASS': expected a two-letter state code"),
         (["--state", "MA", "--format", "parquet", "--out", "x.csv"], r"\.csv suffix but --format"),
         (["--state", "MA", "--strategy", "fast"], r"invalid choice: 'fast'"),
-        (["--state", "MA", "--chunk-size", "0"], r"`chunk_size` must be a strictly positive"),
-        (["--state", "MA", "--workers", "-2"], r"`workers` must be a non-negative integer"),
+        (["--state", "MA", "--chunk-size", "0"], r"`chunk_size` must be a positive int"),
+        (["--state", "MA", "--workers", "-2"], r"`workers` must be a non-negative int"),
         ([], r"the following arguments are required: --state"),
     ],
 )

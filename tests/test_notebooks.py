@@ -15,11 +15,11 @@ import sys
 import nbformat
 import pandas as pd
 import pytest
-from analysis_lib._report import closing_summary, notebook_parameters, run_notebook
 from notebook_fixtures import PROJECT_ROOT, STATE, generated_db  # noqa: F401
 from PIL import Image
 
-from analysis_lib._mprof import read_mprof
+from analysis_lib import notebook_parameters, read_mprof, run_notebook
+from project.buildings.analysis import closing_summary
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 NB01 = NOTEBOOKS / "01_buildings_per_zip.ipynb"
@@ -76,7 +76,7 @@ def test_committed_notebook_is_clean_and_standard(path):
     # The first code cell after the parameters sets Django up (plain python3 kernel).
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert code[0] is tagged[0]
-    assert "setup_django()" in code[1].source
+    assert 'setup_django("project.settings")' in code[1].source
 
 
 def test_nbstripout_finds_nothing_to_strip():
@@ -179,14 +179,27 @@ def test_memory_over_time_notebook_runs(db_env, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("path", "params", "message"),
+    ("path", "params", "message", "raised_in"),
     [
-        (NB01, {"state": "ZZ"}, "no ZIP codes for state 'ZZ' in the database"),
-        (NB02, {"chunk_size": 0}, "`chunk_size` must be a strictly positive integer, got 0"),
+        (
+            NB01,
+            {"state": "ZZ"},
+            "no ZIP codes for state 'ZZ' in the database",
+            "buildings/analysis",
+        ),
+        (NB02, {"chunk_size": 0}, "`chunk_size` must be a positive int; got 0", "analysis_lib"),
+        (
+            NB02,
+            {"naive_zips": 0},
+            "`naive_zips` must be a positive int or None; got 0",  # not `max_zips` (issue 15)
+            "analysis_lib",
+        ),
     ],
-    ids=["01-unknown-state", "02-chunk-size-0"],
+    ids=["01-unknown-state", "02-chunk-size-0", "02-naive-zips-0"],
 )
-def test_bad_parameter_fails_with_the_library_error(db_env, tmp_path, path, params, message):
+def test_bad_parameter_fails_with_the_library_error(
+    db_env, tmp_path, path, params, message, raised_in
+):
     from papermill.exceptions import PapermillExecutionError
 
     with pytest.raises(PapermillExecutionError) as info:
@@ -196,11 +209,11 @@ def test_bad_parameter_fails_with_the_library_error(db_env, tmp_path, path, para
     nb = nbformat.read(tmp_path / path.name, as_version=4)
     ((failed, output),) = errors(nb)
     assert output["ename"] == "ValueError" and message in output["evalue"]
-    # It fails in the cell that first uses the parameter, straight from analysis_lib's check,
-    # and nothing after it ran.
+    # It fails in the cell that first uses the parameter, straight from the check (the
+    # project's state lookup, or analysis_lib's argument checks), and nothing after it ran.
     source = nb.cells[failed].source
     assert any(name in source for name in params)
-    assert "analysis_lib" in "".join(output["traceback"])
+    assert raised_in in "".join(output["traceback"])
     later = [c for c in nb.cells[failed + 1 :] if c.cell_type == "code"]
     assert all(c.execution_count is None for c in later)
 

@@ -1,4 +1,5 @@
-"""Notebook-side helpers in analysis_lib._report, tested outside the notebooks."""
+"""Notebook helpers, tested outside the notebooks: analysis_lib.notebook (generic) and the
+seed-question loops of project.buildings.analysis."""
 
 from __future__ import annotations
 
@@ -8,7 +9,17 @@ import matplotlib.pyplot as plt
 import nbformat
 import pandas as pd
 import pytest
-from analysis_lib._report import (
+from PIL import Image
+
+from analysis_lib import (
+    notebook_parameters,
+    read_mprof,
+    report_dir,
+    run_notebook,
+    save_figure,
+    track,
+)
+from project.buildings.analysis import (
     PROJECT_ROOT,
     LoopRun,
     _main,
@@ -16,21 +27,13 @@ from analysis_lib._report import (
     memory_comparison,
     mprof_zip_loop,
     naive_zip_lists,
-    notebook_parameters,
     pick_detail_zip,
     plot_zip_buildings,
-    report_dir,
-    run_notebook,
     run_zip_loop,
-    save_figure,
     select_zips,
     track_zip_loop,
     zip_loop,
 )
-from PIL import Image
-
-from analysis_lib._memory import track
-from analysis_lib._mprof import read_mprof
 
 # --- files ------------------------------------------------------------------------------------
 
@@ -192,14 +195,21 @@ def test_select_zips_orders_and_limits(three_zips):
         ),
         ("Massachusetts", None, ValueError, "two-letter state code"),
         (None, None, TypeError, "`state` must be a two-letter state code"),
-        ("MA", 0, ValueError, "`max_zips` must be a strictly positive integer or None, got 0"),
-        ("MA", 2.5, ValueError, "`max_zips` must be"),
-        ("MA", True, ValueError, "`max_zips` must be"),
+        ("MA", 0, ValueError, "`max_zips` must be a positive int or None; got 0"),
+        ("MA", 2.5, TypeError, "`max_zips` must be"),
+        ("MA", True, TypeError, "`max_zips` must be"),
     ],
 )
 def test_select_zips_rejects(three_zips, state, max_zips, error, match):
     with pytest.raises(error, match=match):
         select_zips(state, max_zips)
+
+
+@pytest.mark.django_db
+def test_select_zips_names_the_argument_the_caller_set(three_zips):
+    # Notebook 02 passes its `naive_zips` parameter: the message must name it, not `max_zips`.
+    with pytest.raises(ValueError, match=r"^`naive_zips` must be a positive int or None; got 0$"):
+        select_zips("MA", 0, argument="naive_zips")
 
 
 @pytest.mark.django_db
@@ -218,18 +228,18 @@ def test_naive_and_stream_loops_see_the_same_buildings(three_zips):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("approach", "chunk_size", "match"),
+    ("approach", "chunk_size", "error", "match"),
     [
-        ("fast", 10, r"`approach` was 'fast' but is expected to be one of \('naive', 'stream'\)"),
-        ("stream", 0, "`chunk_size` must be a strictly positive integer, got 0"),
-        ("naive", -1, "`chunk_size` must be a strictly positive integer, got -1"),
-        ("stream", None, "`chunk_size` must be a strictly positive integer, got None"),
+        ("fast", 10, ValueError, r"`approach` must be one of 'naive', 'stream'; got 'fast'"),
+        ("stream", 0, ValueError, "`chunk_size` must be a positive int; got 0"),
+        ("naive", -1, ValueError, "`chunk_size` must be a positive int; got -1"),
+        ("stream", None, TypeError, "`chunk_size` must be a positive int; got None"),
     ],
 )
 def test_zip_loop_checks_arguments_before_any_query(
-    three_zips, django_assert_num_queries, approach, chunk_size, match
+    three_zips, django_assert_num_queries, approach, chunk_size, error, match
 ):
-    with django_assert_num_queries(0), pytest.raises(ValueError, match=match):
+    with django_assert_num_queries(0), pytest.raises(error, match=match):
         zip_loop(approach, "MA", chunk_size=chunk_size)
 
 
@@ -262,7 +272,7 @@ def test_cli_walks_the_zips(three_zips, capsys):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"approach": "fast"}, ValueError, "`approach` was 'fast'"),
+        ({"approach": "fast"}, ValueError, "`approach` must be one of 'naive', 'stream'"),
         ({"state": 7}, TypeError, "`state` must be"),
         ({"max_zips": 0}, ValueError, "`max_zips` must be"),
         ({"chunk_size": 0}, ValueError, "`chunk_size` must be"),

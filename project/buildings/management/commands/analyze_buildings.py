@@ -32,7 +32,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        from analysis_lib._per_zip import PREDICATES, STRATEGIES
+        from project.buildings.analysis import PREDICATES, STRATEGIES
 
         parser.add_argument("--state", required=True, help="Two-letter state code, e.g. MA.")
         parser.add_argument(
@@ -95,7 +95,7 @@ class Command(BaseCommand):
         super().run_from_argv(argv)
 
     def handle(self, *args, **options) -> None:
-        from analysis_lib import summarize_by_zip
+        from project.buildings.analysis import make_strategy, summarize_by_zip
 
         state = options["state"].strip().upper()
         out, fmt = self._output(options["out"], options["format"], state)
@@ -111,12 +111,13 @@ class Command(BaseCommand):
         self._check_database(state)
         start = time.perf_counter()
         try:
+            strategy = make_strategy(
+                options["strategy"], chunk_size=options["chunk_size"], workers=options["workers"]
+            )
             summary = summarize_by_zip(
                 state,
-                strategy=options["strategy"],
+                strategy=strategy,
                 predicate=options["predicate"],
-                chunk_size=options["chunk_size"],
-                workers=options["workers"],
                 progress=not options["no_progress"] and options["verbosity"] > 0,
             )
         except (ValueError, TypeError, RuntimeError) as exc:
@@ -152,16 +153,10 @@ class Command(BaseCommand):
         elif suffix in FORMATS and suffix != fmt:
             raise CommandError(f"--out {out} has a .{suffix} suffix but --format is {fmt}")
         if fmt == "parquet":
-            from analysis_lib._arrow import pyarrow_kept_out
-
             try:
                 import pyarrow  # noqa: F401
-            except ImportError as exc:
-                if pyarrow_kept_out():  # call_command() in a process that keeps it out
-                    raise CommandError(f"--format parquet needs pyarrow: {exc}") from exc
-                raise CommandError(  # pragma: no cover - pyarrow is a dependency
-                    "--format parquet needs pyarrow: pip install pyarrow"
-                ) from exc
+            except ImportError as exc:  # kept out of this process, or not installed
+                raise CommandError(f"--format parquet needs pyarrow: {exc}") from exc
         return out, fmt
 
     def _check_database(self, state: str) -> None:
@@ -203,10 +198,10 @@ class Command(BaseCommand):
             matplotlib.use("Agg")  # a command draws into files, never on screen
         import matplotlib.pyplot as plt
 
-        from analysis_lib import plot_choropleth
+        from project.buildings.analysis import plot_zip_choropleth
 
-        ax = plot_choropleth(
-            summary, state, title=f"{state}: buildings per km² by ZIP code (log scale)"
+        ax = plot_zip_choropleth(
+            summary, title=f"{state}: buildings per km² by ZIP code (log scale)"
         )
         path.parent.mkdir(parents=True, exist_ok=True)
         ax.figure.savefig(path, dpi=150, bbox_inches="tight")

@@ -14,6 +14,7 @@ import pytest
 from reuse_fixtures import make_neighborhoods, make_parcels, make_trees
 
 from analysis_lib import (
+    DaskSweep,
     OneStatement,
     PerRegion,
     Sweep,
@@ -298,3 +299,32 @@ def test_duplicate_keys_are_refused(world):
         summarize_by_region(
             Parcel.objects.all(), Tree.objects.all(), key="land_use", region_geometry="shape"
         )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("predicate", ["within", "centroid"])
+def test_dask_sweep_on_the_reuse_models_equals_the_stock_lookup(transactional_db, predicate):
+    # Committed rows (transactional_db) and an in-process cluster: the worker threads open
+    # their own connections to the same test database.
+    distributed = pytest.importorskip("distributed")
+    from reuse_app.models import Neighborhood, Parcel, Tree
+
+    make_neighborhoods()
+    make_trees()
+    make_parcels()
+    cases = [
+        (Tree.objects.all(), "location", TREE_AGGREGATES),
+        (Parcel.objects.all(), "shape", PARCEL_AGGREGATES),
+    ]
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as client:
+        for items, geom, aggregates in cases:
+            got = summarize_by_region(
+                Neighborhood.objects.all(),
+                items,
+                key="name",
+                aggregates=aggregates,
+                predicate=predicate,
+                strategy=DaskSweep(client, npartitions=3, chunk_size=40),
+                item_geometry=geom,
+            )
+            _compare(got, _expected(items, geom, predicate, aggregates), f"DaskSweep {geom}")

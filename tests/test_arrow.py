@@ -83,19 +83,20 @@ import json, pickle
 if {keep_out}:
     from analysis_lib._arrow import keep_pyarrow_out
     assert keep_pyarrow_out()
-from analysis_lib import read_frame, setup_django, summarize_by_zip
+from analysis_lib import Sweep, read_frame, setup_django
 setup_django()
+from project.buildings.analysis import summarize_by_zip
 from project.buildings.models import Building
 fields = ["id", "footprint_m2", "height_m", "year_built", "use_type", "zip__code", "boundary"]
 out = {{
     "within": summarize_by_zip("MA"),
-    "centroid": summarize_by_zip("MA", predicate="centroid", chunk_size=64),
+    "centroid": summarize_by_zip("MA", predicate="centroid", strategy=Sweep(chunk_size=64)),
     "frame": read_frame(Building.objects.order_by("pk"), fields, geometry="wkb"),
 }}
 result = {{"pyarrow loaded": sys.modules.get("pyarrow") is not None}}
 if {keep_out}:
     try:
-        summarize_by_zip("MA", engine="adbc")
+        summarize_by_zip("MA", strategy=Sweep(engine="adbc"))
     except ValueError as exc:
         result["adbc"] = str(exc)
     try:

@@ -274,7 +274,7 @@ def test_iter_buildings_by_zip_memory_is_bounded_by_one_zip():
         ({"zips": 42}, TypeError, r"`zips` must be a ZipCode QuerySet or a state code"),
         ({"buildings": "all"}, TypeError, r"`buildings` must be a Building QuerySet"),
         ({"buildings": "zips-qs"}, TypeError, r"`buildings` must be a Building QuerySet"),
-        ({"buildings": "sliced"}, ValueError, r"`items` must be an unsliced QuerySet"),
+        ({"buildings": "sliced"}, ValueError, r"`buildings` must be an unsliced QuerySet"),
     ],
 )
 def test_summarize_rejects_bad_arguments(crafted, kwargs, error, match):

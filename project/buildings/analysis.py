@@ -108,6 +108,8 @@ def _resolve_buildings(buildings: QuerySet | None) -> QuerySet:
         raise TypeError(
             f"`buildings` must be a Building QuerySet or None; got {type(buildings).__name__}"
         )
+    if buildings.query.is_sliced:
+        raise fail_value("buildings", "an unsliced QuerySet (filter it instead)", buildings)
     return buildings
 
 

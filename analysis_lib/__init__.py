@@ -25,20 +25,20 @@ _EXPORTS: dict[str, str] = {
     # keep pandas from loading pyarrow (~38 MiB of RSS) in a lean process
     "keep_pyarrow_out": "_arrow",
     # memory instruments built on memory-profiler and tracemalloc
-    "MemoryResult": "_memory",
-    "MemoryLog": "_memory",
-    "measure": "_memory",
-    "memory_step": "_memory",
-    "profile_memory": "_memory",
-    "default_log": "_memory",
-    "Tracker": "_memory",
-    "track": "_memory",
-    "top_allocations": "_memory",
+    "MemoryResult": "memory",
+    "MemoryLog": "memory",
+    "measure": "memory",
+    "memory_step": "memory",
+    "profile_memory": "memory",
+    "default_log": "memory",
+    "Tracker": "memory",
+    "track": "memory",
+    "top_allocations": "memory",
     # mprof runs, .dat parsing and plots
-    "MprofProfile": "_mprof",
-    "run_mprof": "_mprof",
-    "read_mprof": "_mprof",
-    "plot_mprof": "_mprof",
+    "MprofProfile": "memory",
+    "run_mprof": "memory",
+    "read_mprof": "memory",
+    "plot_mprof": "memory",
     # per-ZIP analysis
     "iter_buildings_by_zip": "_per_zip",
     "summarize_by_zip": "_per_zip",
@@ -110,18 +110,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ._dask import summarize_by_zip_distributed, to_dask
     from ._django import setup_django
     from ._loaders import iter_frames, read_frame, read_geodataframe
-    from ._memory import (
-        MemoryLog,
-        MemoryResult,
-        Tracker,
-        default_log,
-        measure,
-        memory_step,
-        profile_memory,
-        top_allocations,
-        track,
-    )
-    from ._mprof import MprofProfile, plot_mprof, read_mprof, run_mprof
     from ._per_zip import iter_buildings_by_zip, plot_choropleth, summarize_by_zip
     from ._report import (
         LoopRun,
@@ -138,6 +126,21 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select_zips,
         track_zip_loop,
         zip_loop,
+    )
+    from .memory import (
+        MemoryLog,
+        MemoryResult,
+        MprofProfile,
+        Tracker,
+        default_log,
+        measure,
+        memory_step,
+        plot_mprof,
+        profile_memory,
+        read_mprof,
+        run_mprof,
+        top_allocations,
+        track,
     )
 
 
@@ -156,6 +159,6 @@ def __dir__() -> list[str]:
 
 def load_ipython_extension(ipython: Any) -> None:
     """Load memory-profiler's ``%memit``/``%mprun`` and the ``%%memtrack`` cell magic."""
-    from ._ipython import load_ipython_extension as _load
+    from .memory.magics import load_ipython_extension as _load
 
     _load(ipython)

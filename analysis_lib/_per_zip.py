@@ -43,7 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from django.db.models import QuerySet
     from matplotlib.axes import Axes
 
-    from ._memory import MemoryLog
+    from .memory import MemoryLog
 
 Strategy = Literal["sweep", "orm", "database"]
 Predicate = Literal["within", "centroid"]
@@ -137,7 +137,7 @@ def _step(label: str, log: MemoryLog | None):
     """Return a memory_step context when a log is given, else a no-op context."""
     if log is None:
         return nullcontext()
-    from ._memory import memory_step
+    from .memory import memory_step
 
     return memory_step(label, log=log)
 

@@ -28,8 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ._memory import MemoryResult, Tracker
-    from ._mprof import MprofProfile
+    from .memory import MemoryResult, MprofProfile, Tracker
 
 from ._per_zip import _check_choice, _check_positive
 
@@ -671,7 +670,7 @@ def track_zip_loop(
     """
     import time
 
-    from ._memory import track
+    from .memory import track
 
     label = approach if label is None else str(label)
     loop = zip_loop(approach, zips, chunk_size=chunk_size)
@@ -738,7 +737,7 @@ def mprof_zip_loop(
     >>> profile.peak_mib  # doctest: +SKIP
     131.5
     """
-    from ._mprof import run_mprof
+    from .memory import run_mprof
 
     _check_choice("approach", approach, APPROACHES)
     if not isinstance(state, str):
@@ -878,7 +877,7 @@ def memory_comparison(
     """
     import pandas as pd
 
-    from ._mprof import MprofProfile
+    from .memory import MprofProfile
 
     rows: dict[str, dict[str, Any]] = {}
     for run in runs:

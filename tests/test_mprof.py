@@ -247,7 +247,7 @@ def test_plot_mprof_one_line_per_profile_with_brackets(grow_profile, parent_prof
 def test_plot_mprof_reads_paths_and_checks_labels(grow_profile):
     ax = plot_mprof(grow_profile.path)
     assert [line.get_label() for line in ax.get_lines()] == ["grow"]
-    with pytest.raises(ValueError, match="`labels` must be a sequence of 2 strings"):
+    with pytest.raises(ValueError, match="`labels` must be a sequence of 2 strings; got"):
         plot_mprof([grow_profile, grow_profile], labels=["only one"])
     with pytest.raises(ValueError, match="at least one profile"):
         plot_mprof([])
@@ -309,10 +309,12 @@ def test_run_mprof_timeout_kills_the_program(tmp_path):
 @pytest.mark.parametrize(
     ("target", "kwargs", "error", "match"),
     [
-        ("x", {"interval": 0}, ValueError, "`interval` must be a positive number"),
-        ("x", {"timeout": 0}, ValueError, "`timeout` must be a positive number"),
-        ("", {}, ValueError, "`target` is empty"),
-        ([], {}, ValueError, "`target` is empty"),
+        ("x", {"interval": 0}, ValueError, "`interval` must be a positive number; got 0"),
+        ("x", {"interval": "1"}, TypeError, r"`interval` must be .*; got '1' \(str\)"),
+        ("x", {"timeout": 0}, ValueError, "`timeout` must be a positive number of seconds or None"),
+        ("x", {"timeout": "5"}, TypeError, "`timeout` must be a positive number of seconds"),
+        ("", {}, ValueError, "`target` must be a script path or a non-empty command; got ''"),
+        ([], {}, ValueError, r"`target` must be a script path or a non-empty command; got \[\]"),
         (42, {}, TypeError, "`target` must be a script path, a command string or an argv list"),
         ("missing.py", {}, FileNotFoundError, "`target` script not found: missing.py"),
     ],

@@ -18,8 +18,8 @@ import pytest
 from notebook_fixtures import PROJECT_ROOT, STATE, generated_db  # noqa: F401
 from PIL import Image
 
-from analysis_lib._mprof import read_mprof
 from analysis_lib._report import closing_summary, notebook_parameters, run_notebook
+from analysis_lib.memory import read_mprof
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 NB01 = NOTEBOOKS / "01_buildings_per_zip.ipynb"

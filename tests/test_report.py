@@ -10,8 +10,6 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from analysis_lib._memory import track
-from analysis_lib._mprof import read_mprof
 from analysis_lib._report import (
     PROJECT_ROOT,
     LoopRun,
@@ -31,6 +29,7 @@ from analysis_lib._report import (
     track_zip_loop,
     zip_loop,
 )
+from analysis_lib.memory import read_mprof, track
 
 # --- files ------------------------------------------------------------------------------------
 
@@ -372,7 +371,7 @@ def write_dat(path, samples):
 def test_memory_comparison_lines_up_every_measurement(tmp_path):
     from memory_profiler import MemitResult
 
-    from analysis_lib._memory import MemoryResult
+    from analysis_lib.memory import MemoryResult
 
     a = fake_run("a", [8.0, 8.0, 8.0, 8.0], seconds=4.0)
     b = fake_run("b", [1.0, 1.0], seconds=0.5)

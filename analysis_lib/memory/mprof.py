@@ -38,7 +38,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._memory import _check_interval
+from .._checks import check_type, fail_type, fail_value
+from .steps import check_interval
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
@@ -342,12 +343,9 @@ def _program(target: str | os.PathLike[str] | Sequence[str]) -> list[str]:
     elif isinstance(target, Sequence):
         program = [os.fspath(part) for part in target]
     else:
-        raise TypeError(
-            f"`target` must be a script path, a command string or an argv list, "
-            f"got {type(target).__name__}"
-        )
+        raise fail_type("target", "a script path, a command string or an argv list", target)
     if not program:
-        raise ValueError("`target` is empty: give a script path or a command to run")
+        raise fail_value("target", "a script path or a non-empty command", target)
     return program
 
 
@@ -430,9 +428,11 @@ def run_mprof(
     >>> profile.peak_mib - profile.start_mib > 20
     True
     """
-    _check_interval(interval)
+    check_interval(interval)
+    expected = "a positive number of seconds or None"
+    check_type("timeout", timeout, (int, float), expected, allow_none=True)
     if timeout is not None and not timeout > 0:
-        raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
+        raise fail_value("timeout", expected, timeout)
     program = _program(target)
     output = Path(output) if output is not None else Path(f"mprofile_{os.getpid()}.dat")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -533,11 +533,11 @@ def plot_mprof(
         profiles = [profiles]
     loaded = [p if isinstance(p, MprofProfile) else read_mprof(p) for p in profiles]
     if not loaded:
-        raise ValueError("plot_mprof needs at least one profile")
+        raise fail_value("profiles", "at least one profile", profiles)
     if labels is None:
         labels = [p.label for p in loaded]
     elif isinstance(labels, str) or len(labels) != len(loaded):
-        raise ValueError(f"`labels` must be a sequence of {len(loaded)} strings, got {labels!r}")
+        raise fail_value("labels", f"a sequence of {len(loaded)} strings", labels)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     for index, (profile, label) in enumerate(zip(loaded, labels, strict=True)):

@@ -16,7 +16,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 
-from ._memory import _DEFAULT_INTERVAL, _measure, default_log
+from .steps import DEFAULT_INTERVAL, _measure, default_log
 
 
 @magics_class
@@ -29,8 +29,8 @@ class MemtrackMagics(Magics):
         "-i",
         "--interval",
         type=float,
-        default=_DEFAULT_INTERVAL,
-        help=f"seconds between RSS samples (default {_DEFAULT_INTERVAL})",
+        default=DEFAULT_INTERVAL,
+        help=f"seconds between RSS samples (default {DEFAULT_INTERVAL})",
     )
     @argument("-q", "--quiet", action="store_true", help="log the result without printing it")
     @cell_magic

@@ -5,8 +5,8 @@ so ``import analysis_lib`` stays cheap: it loads neither Django, pandas,
 matplotlib, IPython nor memory_profiler until a function that needs them is
 called (``tests/test_api.py`` checks this).
 
-``%load_ext analysis_lib`` in IPython/Jupyter loads memory-profiler's magics and
-this package's ``%%memtrack`` cell magic.
+``%load_ext analysis_lib`` in IPython/Jupyter registers ``%memit``, ``%mprun`` and
+``%%memtrack`` (:mod:`analysis_lib.memory.magics`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ _EXPORTS: dict[str, str] = {
     "Tracker": "memory",
     "track": "memory",
     "top_allocations": "memory",
+    "profile_lines": "memory",
+    "LineProfile": "memory",
     # mprof runs, .dat parsing and plots
     "MprofProfile": "memory",
     "run_mprof": "memory",
@@ -64,6 +66,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "LineProfile",
     "LoopRun",
     "MemoryLog",
     "MemoryResult",
@@ -84,6 +87,7 @@ __all__ = [
     "plot_choropleth",
     "plot_mprof",
     "plot_zip_buildings",
+    "profile_lines",
     "profile_memory",
     "read_frame",
     "read_geodataframe",
@@ -128,6 +132,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         zip_loop,
     )
     from .memory import (
+        LineProfile,
         MemoryLog,
         MemoryResult,
         MprofProfile,
@@ -136,6 +141,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         measure,
         memory_step,
         plot_mprof,
+        profile_lines,
         profile_memory,
         read_mprof,
         run_mprof,
@@ -158,7 +164,7 @@ def __dir__() -> list[str]:
 
 
 def load_ipython_extension(ipython: Any) -> None:
-    """Load memory-profiler's ``%memit``/``%mprun`` and the ``%%memtrack`` cell magic."""
+    """Register ``%memit``, ``%mprun`` (also for functions defined in cells) and ``%%memtrack``."""
     from .memory.magics import load_ipython_extension as _load
 
     _load(ipython)

@@ -8,6 +8,8 @@ drives memory-profiler's line tracer):
   :class:`MemoryResult`, :class:`MemoryLog`, :func:`default_log`;
 - :mod:`.tracker`: :class:`Tracker`, :func:`track` (RSS, live heap and Arrow per
   iteration of a loop), :func:`top_allocations`;
+- :mod:`.lines`: :func:`profile_lines`, :class:`LineProfile` (memory per line of a
+  function, also one defined in a notebook cell);
 - :mod:`.mprof`: :func:`run_mprof`, :func:`read_mprof`, :func:`plot_mprof`,
   :class:`MprofProfile`;
 - :mod:`.magics`: the IPython extension (``%memit``, ``%mprun``, ``%%memtrack``).
@@ -18,12 +20,14 @@ memory_profiler and IPython are imported by the functions that need them.
 
 from __future__ import annotations
 
+from .lines import LineProfile, profile_lines
 from .mprof import MprofProfile, plot_mprof, read_mprof, run_mprof
 from .steps import MemoryLog, MemoryResult, default_log, measure, memory_step, profile_memory
 from .tracker import HeapTrend, Tracker, top_allocations, track
 
 __all__ = [
     "HeapTrend",
+    "LineProfile",
     "MemoryLog",
     "MemoryResult",
     "MprofProfile",
@@ -32,6 +36,7 @@ __all__ = [
     "measure",
     "memory_step",
     "plot_mprof",
+    "profile_lines",
     "profile_memory",
     "read_mprof",
     "run_mprof",

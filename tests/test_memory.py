@@ -242,6 +242,8 @@ def test_memory_log_frame_plot_and_type_check():
         "retained_mib",
         "baseline_mib",
         "seconds",
+        "arrow_mib",
+        "arrow_retained_mib",
     ]
     log.append(MemoryResult("a", 110.0, 10.0, 1.0, 100.0, 0.1))
     log.append(MemoryResult("b", 130.0, 30.0, 0.0, 100.0, 0.2))
@@ -440,3 +442,23 @@ def test_top_allocations_rejects_bad_input(kwargs, error, match):
 def test_memory_names_are_exported():
     for name in ["measure", "memory_step", "track", "top_allocations", "default_log"]:
         assert getattr(analysis_lib, name) is getattr(analysis_lib.memory, name)
+
+
+def test_tracker_plot_saved_as_png_keeps_its_axis_labels(tmp_path):
+    """A plain savefig (no bbox_inches) used to cut the x label off the 3.5-inch figure."""
+    from PIL import Image
+
+    loop = Tracker(range(4), label="labels")
+    for _ in loop:
+        pass
+    ax = loop.plot()
+    path = tmp_path / "tracker.png"
+    ax.figure.savefig(path)
+    renderer = ax.figure.canvas.get_renderer()
+    figure_box = ax.figure.bbox
+    for label in (ax.xaxis.label, ax.yaxis.label, ax.title):
+        box = label.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0, (label.get_text(), box)
+        assert box.x1 <= figure_box.x1 and box.y1 <= figure_box.y1, (label.get_text(), box)
+    with Image.open(path) as image:
+        assert image.size == (round(figure_box.width), round(figure_box.height))

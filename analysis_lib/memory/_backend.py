@@ -26,7 +26,7 @@ child process, so it cannot follow *our* child processes without counting itself
 
 Arrow's memory (pandas 3's ``str`` columns, ``ArrowDtype`` columns, ADBC batches) lives
 in pyarrow's memory pool, outside Python's allocator: tracemalloc does not see it.
-:func:`arrow_mib` reads ``pyarrow.total_allocated_bytes()`` only when pyarrow is
+:func:`arrow_allocated_mib` reads ``pyarrow.total_allocated_bytes()`` only when pyarrow is
 already imported: it never imports pyarrow to ask (that alone costs about 38 MiB of
 RSS), and while pyarrow is not imported it has allocated nothing.
 """
@@ -41,6 +41,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 MIB = float(2**20)
+ZERO = 0.0  # one shared float for "no Arrow memory" (Tracker does not count it as its own)
 
 
 def rss_mib() -> float:
@@ -88,9 +89,9 @@ class PeakSampler:
         return float(peak)
 
 
-def arrow_mib() -> float:
+def arrow_allocated_mib() -> float:
     """Return the MiB allocated in pyarrow's default pool; 0.0 while pyarrow is not imported."""
     pyarrow = sys.modules.get("pyarrow")
     if pyarrow is None:
-        return 0.0
+        return ZERO
     return pyarrow.total_allocated_bytes() / MIB

@@ -125,7 +125,8 @@ class MemoryMagics(Magics):
             frame = read_frame(Building.objects.values("id", "footprint_m2"))
 
         prints ``memtrack load buildings: peak memory: ... MiB, increment: ... MiB,
-        left behind: ... MiB, ... s`` and appends the result to
+        left behind: ... MiB, ... s`` (then ``; Arrow: ... MiB held, ... MiB left
+        behind`` where pyarrow holds memory) and appends the result to
         ``analysis_lib.default_log()``. A cell that raises shows its traceback
         and is not logged.
         """

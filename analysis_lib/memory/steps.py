@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._checks import check_positive_number, fail_type
-from ._backend import PeakSampler, peak_during, rss_mib
+from ._backend import PeakSampler, arrow_allocated_mib, peak_during, rss_mib
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
@@ -47,6 +47,8 @@ _RESULT_COLUMNS = [
     "retained_mib",
     "baseline_mib",
     "seconds",
+    "arrow_mib",
+    "arrow_retained_mib",
 ]
 
 # --- results and the log ------------------------------------------------------------------
@@ -74,6 +76,13 @@ class MemoryResult:
     value : Any
         The measured function's return value (``None`` for :func:`memory_step`);
         left out of ``repr``, comparisons and :meth:`MemoryLog.to_frame`.
+    arrow_mib : float
+        MiB held in pyarrow's memory pool after the step (``pyarrow.total_allocated_bytes()``):
+        Arrow buffers, such as pandas 3's ``str`` columns, that tracemalloc does not see.
+        0.0 when pyarrow is not imported (it has allocated nothing then); never imports it.
+    arrow_retained_mib : float
+        ``arrow_mib`` minus the same reading before the step: the Arrow memory the step
+        left behind (part of ``retained_mib``, which is RSS and includes it).
     """
 
     label: str
@@ -83,13 +92,21 @@ class MemoryResult:
     baseline_mib: float
     seconds: float
     value: Any = dataclasses.field(default=None, repr=False, compare=False)
+    arrow_mib: float = 0.0
+    arrow_retained_mib: float = 0.0
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.label}: peak memory: {self.peak_mib:.2f} MiB, "
             f"increment: {self.increment_mib:.2f} MiB, "
             f"left behind: {self.retained_mib:.2f} MiB, {self.seconds:.3f} s"
         )
+        if self.arrow_mib or self.arrow_retained_mib:
+            text += (
+                f"; Arrow: {self.arrow_mib:.2f} MiB held, "
+                f"{self.arrow_retained_mib:.2f} MiB left behind"
+            )
+        return text
 
     def as_row(self) -> dict[str, Any]:
         """Return the numbers as a dict (one DataFrame row), without ``value``.
@@ -97,7 +114,8 @@ class MemoryResult:
         Returns
         -------
         dict
-            Keys ``label, peak_mib, increment_mib, retained_mib, baseline_mib, seconds``.
+            Keys ``label, peak_mib, increment_mib, retained_mib, baseline_mib, seconds,
+            arrow_mib, arrow_retained_mib``.
 
         Examples
         --------
@@ -193,7 +211,8 @@ class MemoryLog:
         -------
         pandas.DataFrame
             Columns ``label, peak_mib, increment_mib, retained_mib, baseline_mib,
-            seconds``; empty (with these columns) when the log is empty.
+            seconds, arrow_mib, arrow_retained_mib``; empty (with these columns) when
+            the log is empty.
 
         Examples
         --------
@@ -303,11 +322,13 @@ def _measure(
 
     gc.collect()
     baseline = rss_mib()
+    arrow_before = arrow_allocated_mib()
     peak, value = peak_during(call, interval)
     if "error" in outcome:
         raise outcome["error"]
     gc.collect()
     after = rss_mib()
+    arrow_after = arrow_allocated_mib()
     result = MemoryResult(
         label=str(label),
         peak_mib=peak,
@@ -316,6 +337,8 @@ def _measure(
         baseline_mib=baseline,
         seconds=outcome["seconds"],
         value=value,
+        arrow_mib=arrow_after,
+        arrow_retained_mib=arrow_after - arrow_before,
     )
     if log is not None:
         log.append(result)
@@ -360,7 +383,8 @@ def measure(
     -------
     MemoryResult
         ``peak_mib``, ``increment_mib``, ``retained_mib``, ``baseline_mib``,
-        ``seconds`` and the return value in ``value``.
+        ``seconds``, Arrow's ``arrow_mib`` and ``arrow_retained_mib`` (where pyarrow
+        is imported) and the return value in ``value``.
 
     Raises
     ------
@@ -507,6 +531,7 @@ def memory_step(
         return
     gc.collect()
     baseline = rss_mib()
+    arrow_before = arrow_allocated_mib()
     sampler = PeakSampler(interval)
     start = time.perf_counter()
     try:
@@ -516,6 +541,7 @@ def memory_step(
         peak = max(sampler.stop(), rss_mib(), baseline)
     gc.collect()
     after = rss_mib()
+    arrow_after = arrow_allocated_mib()
     handle.result = MemoryResult(
         label=handle.label,
         peak_mib=peak,
@@ -523,5 +549,7 @@ def memory_step(
         retained_mib=after - baseline,
         baseline_mib=baseline,
         seconds=seconds,
+        arrow_mib=arrow_after,
+        arrow_retained_mib=arrow_after - arrow_before,
     )
     (default_log() if log is None else log).append(handle.result)

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from .._checks import check_choice, check_positive_int, check_type, fail_value
-from ._backend import MIB, rss_mib
+from ._backend import MIB, ZERO, arrow_allocated_mib, rss_mib
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
@@ -32,6 +32,7 @@ _TRACK_COLUMNS = [
     "rss_mib",
     "heap_current_mib",
     "heap_peak_mib",
+    "arrow_mib",
     "seconds",
 ]
 
@@ -62,15 +63,19 @@ class HeapTrend:
 
 
 class Tracker(Generic[T]):
-    """Wrap a loop and record, per iteration, RSS and tracemalloc's current and peak size.
+    """Wrap a loop and record, per iteration, RSS, tracemalloc's current and peak size, Arrow's.
 
     Iterate over it as over the wrapped iterable. Before the first item it
     records a baseline row (iteration 0); after each iteration's body it records
-    ``iteration, label, rss_mib, heap_current_mib, heap_peak_mib, seconds``
+    ``iteration, label, rss_mib, heap_current_mib, heap_peak_mib, arrow_mib, seconds``
     (``heap_peak_mib`` is the peak *within* that iteration, ``seconds`` its
     duration; the heap columns leave out the memory of the recorded rows
-    themselves). It starts tracemalloc if it is not running and stops it afterwards
-    only if it started it; it resets tracemalloc's peak at each iteration.
+    themselves). ``arrow_mib`` is what pyarrow's memory pool holds
+    (``pyarrow.total_allocated_bytes()``): Arrow buffers such as pandas 3's ``str``
+    columns, which tracemalloc does not see; 0.0 while pyarrow is not imported (it is
+    never imported to ask). The leak verdict (:meth:`grew`) looks at heap plus Arrow.
+    It starts tracemalloc if it is not running and stops it afterwards only if it
+    started it; it resets tracemalloc's peak at each iteration.
     tracemalloc slows allocation-heavy code down (often 2x or more): this is an
     instrument, not something to leave on.
 
@@ -107,7 +112,7 @@ class Tracker(Generic[T]):
         self.label = str(label)
         self.progress = bool(progress)
         self.total = total
-        self._rows: list[tuple[float, float, float, float]] = []
+        self._rows: list[tuple[float, float, float, float, float]] = []
         self._own_bytes = 0
         self._started = False
 
@@ -116,23 +121,31 @@ class Tracker(Generic[T]):
 
     def _record(self, start: float | None, bar: Any = None) -> None:
         current, peak = tracemalloc.get_traced_memory()
-        seconds = 0.0 if start is None else time.perf_counter() - start
+        seconds = ZERO if start is None else time.perf_counter() - start
         own = self._own_bytes
-        row = (rss_mib(), (current - own) / MIB, (peak - own) / MIB, seconds)
+        row = (
+            rss_mib(),
+            (current - own) / MIB,
+            (peak - own) / MIB,
+            arrow_allocated_mib(),
+            seconds,
+        )
         list_size = sys.getsizeof(self._rows)
         self._rows.append(row)
         # The recorded rows live on the traced heap too: subtract what they hold (the
         # tuple, its floats, the list's growth), or a long loop with an empty body
-        # "grows". A row's iteration is its position: no int is kept per row.
+        # "grows". A row's iteration is its position: no int is kept per row. The
+        # constant 0.0 (no Arrow, the baseline's seconds) is shared, not allocated.
         self._own_bytes = (
             own
             + sys.getsizeof(row)
-            + sum(sys.getsizeof(value) for value in row)
+            + sum(sys.getsizeof(value) for value in row if value is not ZERO)
             + sys.getsizeof(self._rows)
             - list_size
         )
         if bar is not None:
-            bar.set_postfix(rss=f"{row[0]:.0f}MiB", heap=f"{row[1]:.1f}MiB", refresh=False)
+            extra = {"arrow": f"{row[3]:.1f}MiB"} if row[3] else {}
+            bar.set_postfix(rss=f"{row[0]:.0f}MiB", heap=f"{row[1]:.1f}MiB", **extra, refresh=False)
 
     def __iter__(self) -> Iterator[T]:
         if self._started:
@@ -177,7 +190,8 @@ class Tracker(Generic[T]):
         Returns
         -------
         pandas.DataFrame
-            Columns ``iteration, label, rss_mib, heap_current_mib, heap_peak_mib, seconds``.
+            Columns ``iteration, label, rss_mib, heap_current_mib, heap_peak_mib,
+            arrow_mib, seconds``.
         """
         import pandas as pd
 
@@ -187,7 +201,7 @@ class Tracker(Generic[T]):
         return frame
 
     def heap_trend(self, tail: float = 0.5) -> HeapTrend:
-        """Fit a line to the live heap over the last ``tail`` fraction of iterations.
+        """Fit a line to the live heap plus Arrow over the last ``tail`` fraction of iterations.
 
         The first iterations often warm caches and imports up, so only the later
         part of the loop is used (at least 3 iterations).
@@ -231,7 +245,8 @@ class Tracker(Generic[T]):
             )
         first = n + 1 - max(3, math.ceil(n * tail))
         x = np.arange(first, n + 1, dtype=float)
-        y = np.array([row[1] for row in self._rows[first:]], dtype=float)
+        # the live heap plus Arrow's pool: both are memory the program still holds
+        y = np.array([row[1] + row[3] for row in self._rows[first:]], dtype=float)
         slope, intercept = np.polyfit(x, y, 1)
         residuals = y - (slope * x + intercept)
         sxx = float(((x - x.mean()) ** 2).sum())
@@ -249,10 +264,11 @@ class Tracker(Generic[T]):
         )
 
     def grew(self, tail: float = 0.5, min_mib: float = 1.0, min_t: float = 3.0) -> bool:
-        """Say whether the live heap (tracemalloc current) kept growing: a real leak.
+        """Say whether the live heap plus Arrow's memory kept growing: a real leak.
 
-        The verdict uses tracemalloc, not RSS: RSS stays high after a big
-        iteration even when everything was freed. It fits a line to the heap
+        The verdict uses tracemalloc's current size plus pyarrow's allocated bytes
+        (``arrow_mib``), not RSS: RSS stays high after a big iteration even when
+        everything was freed, and tracemalloc alone misses Arrow buffers. It fits a line to the heap
         over the later iterations (:meth:`heap_trend`) and says "grew" when the
         line rises by more than ``min_mib`` over that window *and* the rise
         stands out from the scatter around the line (slope over its standard
@@ -271,7 +287,7 @@ class Tracker(Generic[T]):
         Returns
         -------
         bool
-            True if the live heap grew.
+            True if the live heap plus Arrow grew.
 
         Raises
         ------
@@ -296,7 +312,7 @@ class Tracker(Generic[T]):
         return trend.growth_mib > min_mib and trend.t_value > min_t
 
     def plot(self, ax: Axes | None = None, *, relative: bool = True) -> Axes:
-        """Plot RSS and tracemalloc's current size (and per-iteration peak) against iteration.
+        """Plot RSS, tracemalloc's current size (and per-iteration peak), Arrow, per iteration.
 
         Parameters
         ----------
@@ -309,8 +325,10 @@ class Tracker(Generic[T]):
         Returns
         -------
         matplotlib.axes.Axes
-            The axes, with lines labelled ``RSS``, ``live heap (tracemalloc)`` and
-            ``heap peak in iteration``.
+            The axes, with lines labelled ``RSS``, ``live heap (tracemalloc)``,
+            ``heap peak in iteration`` and, when pyarrow held memory during the loop,
+            ``Arrow (pyarrow pool)``. A new figure uses a constrained layout, so
+            ``savefig`` keeps the axis labels.
 
         Examples
         --------
@@ -324,14 +342,18 @@ class Tracker(Generic[T]):
 
         frame = self.frame
         if ax is None:
-            _, ax = plt.subplots(figsize=(7, 3.5))
+            # constrained: the x label stays inside a saved PNG (a tight 3.5-inch figure cut it)
+            _, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
         rss = frame["rss_mib"]
         current = frame["heap_current_mib"]
         peak = frame["heap_peak_mib"]
+        arrow = frame["arrow_mib"]
+        has_arrow = bool(arrow.any())
         if relative and len(frame):
             rss = rss - rss.iloc[0]
             peak = peak - current.iloc[0]
             current = current - current.iloc[0]
+            arrow = arrow - arrow.iloc[0]
         ax.plot(frame["iteration"], rss, marker="o", markersize=3, label="RSS")
         ax.plot(
             frame["iteration"], current, marker="o", markersize=3, label="live heap (tracemalloc)"
@@ -339,11 +361,16 @@ class Tracker(Generic[T]):
         ax.plot(
             frame["iteration"], peak, linestyle="--", linewidth=1, label="heap peak in iteration"
         )
+        if has_arrow:
+            ax.plot(
+                frame["iteration"], arrow, marker="s", markersize=3, label="Arrow (pyarrow pool)"
+            )
         ax.set_xlabel("iteration")
         ax.set_ylabel("MiB above the start" if relative else "MiB")
         title = self.label
         if len(frame) - 1 >= 3:
-            title += ": live heap grows" if self.grew() else ": live heap flat"
+            held = "live heap + Arrow" if has_arrow else "live heap"
+            title += f": {held} grows" if self.grew() else f": {held} flat"
         ax.set_title(title)
         ax.legend()
         return ax

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "run_mprof": "memory",
     "read_mprof": "memory",
     "plot_mprof": "memory",
+    "plot_mprof_loops": "memory",
     # per-ZIP analysis
     "iter_buildings_by_zip": "_per_zip",
     "summarize_by_zip": "_per_zip",
@@ -86,6 +87,7 @@ __all__ = [
     "pick_detail_zip",
     "plot_choropleth",
     "plot_mprof",
+    "plot_mprof_loops",
     "plot_zip_buildings",
     "profile_lines",
     "profile_memory",
@@ -141,6 +143,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         measure,
         memory_step,
         plot_mprof,
+        plot_mprof_loops,
         profile_lines,
         profile_memory,
         read_mprof,

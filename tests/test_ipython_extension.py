@@ -71,6 +71,8 @@ returned = ip.run_cell("r = %memit -o np.ones(10)")
 print("MEMIT_O", type(ip.user_ns["r"]).__name__, "held" in ip.user_ns, "held2" in ip.user_ns)
 bad = ip.run_cell("%memit -i 0 x = 1")
 print("MEMIT_BAD", type(bad.error_in_exec).__name__)
+empty = ip.run_cell("%memit")
+print("MEMIT_EMPTY", type(empty.error_in_exec).__name__, str(empty.error_in_exec))
 from analysis_lib import default_log
 
 frame = default_log().to_frame()
@@ -104,6 +106,7 @@ def test_extension_registers_memit_mprun_memtrack_and_logs_memtrack(tmp_path):
     assert all(20 < mib < 45 for mib in held), memits  # 30 MiB kept by each
     assert "MEMIT_O MemoryResult True True" in lines
     assert "MEMIT_BAD UsageError" in lines
+    assert "MEMIT_EMPTY UsageError %memit: give a statement to run, e.g. %memit f(10)" in lines
 
     log = json.loads(next(line for line in lines if line.startswith("LOG "))[4:])
     assert [row["label"] for row in log] == ["keep 50 MiB", "free 50 MiB"]

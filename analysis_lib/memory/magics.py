@@ -31,11 +31,11 @@ from .steps import DEFAULT_INTERVAL, _measure, default_log
 class MemoryMagics(Magics):
     """The ``%memit``, ``%mprun`` and ``%%memtrack`` magics."""
 
-    def _statement(self, line_rest: str, cell: str | None, magic: str) -> Any:
+    def _statement(self, line_rest: str, cell: str | None, magic: str, example: str) -> Any:
         """Compile the statement of a line magic, or the body of a cell magic."""
         source = cell if cell is not None else line_rest
         if not source.strip():
-            raise UsageError(f"%{magic}: give a statement to run, e.g. %{magic} -f f f(10)")
+            raise UsageError(f"%{magic}: give a statement to run, e.g. %{magic} {example}")
         return compile(self.shell.transform_cell(source), f"<{magic}>", "exec")
 
     @line_cell_magic
@@ -58,7 +58,7 @@ class MemoryMagics(Magics):
             raise UsageError(f"%memit: -i must be a number of seconds, got {opts['i']!r}") from None
         if not interval > 0:
             raise UsageError(f"%memit: -i must be > 0 seconds, got {interval}")
-        code = self._statement(rest, cell, "memit")
+        code = self._statement(rest, cell, "memit", "f(10)")
         namespace = self.shell.user_ns
         result = _measure(exec, (code, namespace), {}, "memit", interval, None)
         print(f"peak memory: {result.peak_mib:.2f} MiB, increment: {result.increment_mib:.2f} MiB")
@@ -90,7 +90,7 @@ class MemoryMagics(Magics):
                 funcs.append((name, eval(name, self.shell.user_global_ns, self.shell.user_ns)))
             except Exception as exc:
                 raise UsageError(f"%mprun: could not find function {name!r}: {exc}") from None
-        code = self._statement(rest, cell, "mprun")
+        code = self._statement(rest, cell, "mprun", "-f f f(10)")
         try:
             recorder = _LineRecorder([(f"-f {name}", func) for name, func in funcs])
         except (TypeError, ValueError) as exc:

@@ -8,8 +8,8 @@ public names; ``__all__`` is derived from it.
 
 ``"analysis_lib"`` in ``INSTALLED_APPS`` registers the index-aware lookups
 (``within_indexed``, ``bboverlaps_indexed``) on every geometry field.
-``%load_ext analysis_lib`` in IPython/Jupyter loads memory-profiler's magics and
-this package's ``%%memtrack`` cell magic.
+``%load_ext analysis_lib`` in IPython/Jupyter registers ``%memit``, ``%mprun`` (also for
+functions defined in cells) and ``%%memtrack`` (:mod:`analysis_lib.memory.magics`).
 """
 
 from __future__ import annotations
@@ -38,27 +38,30 @@ _EXPORTS: dict[str, str] = {
     "OneStatement": ".regions.sql",
     "DaskSweep": ".regions.dask",
     # memory instruments built on memory-profiler and tracemalloc
-    "MemoryResult": "._memory",
-    "MemoryLog": "._memory",
-    "measure": "._memory",
-    "memory_step": "._memory",
-    "profile_memory": "._memory",
-    "default_log": "._memory",
-    "Tracker": "._memory",
-    "track": "._memory",
-    "top_allocations": "._memory",
+    "MemoryResult": ".memory",
+    "MemoryLog": ".memory",
+    "measure": ".memory",
+    "memory_step": ".memory",
+    "profile_memory": ".memory",
+    "default_log": ".memory",
+    "Tracker": ".memory",
+    "track": ".memory",
+    "top_allocations": ".memory",
+    "profile_lines": ".memory",
+    "LineProfile": ".memory",
     # mprof runs, .dat parsing and plots
-    "MprofProfile": "._mprof",
-    "run_mprof": "._mprof",
-    "read_mprof": "._mprof",
-    "plot_mprof": "._mprof",
+    "MprofProfile": ".memory",
+    "run_mprof": ".memory",
+    "read_mprof": ".memory",
+    "plot_mprof": ".memory",
+    "plot_mprof_loops": ".memory",
     # notebook tools: report folder, figures, papermill runs
     "report_dir": ".notebook",
     "save_figure": ".notebook",
     "run_notebook": ".notebook",
     "notebook_parameters": ".notebook",
     # IPython: %load_ext analysis_lib
-    "load_ipython_extension": "._ipython",
+    "load_ipython_extension": ".memory.magics",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -68,23 +71,26 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (tests/test_a
     from ._arrow import keep_pyarrow_out as keep_pyarrow_out
     from ._dask import to_dask as to_dask
     from ._django import setup_django as setup_django
-    from ._ipython import load_ipython_extension as load_ipython_extension
     from ._loaders import iter_frames as iter_frames
     from ._loaders import read_frame as read_frame
     from ._loaders import read_geodataframe as read_geodataframe
-    from ._memory import MemoryLog as MemoryLog
-    from ._memory import MemoryResult as MemoryResult
-    from ._memory import Tracker as Tracker
-    from ._memory import default_log as default_log
-    from ._memory import measure as measure
-    from ._memory import memory_step as memory_step
-    from ._memory import profile_memory as profile_memory
-    from ._memory import top_allocations as top_allocations
-    from ._memory import track as track
-    from ._mprof import MprofProfile as MprofProfile
-    from ._mprof import plot_mprof as plot_mprof
-    from ._mprof import read_mprof as read_mprof
-    from ._mprof import run_mprof as run_mprof
+    from .memory import LineProfile as LineProfile
+    from .memory import MemoryLog as MemoryLog
+    from .memory import MemoryResult as MemoryResult
+    from .memory import MprofProfile as MprofProfile
+    from .memory import Tracker as Tracker
+    from .memory import default_log as default_log
+    from .memory import measure as measure
+    from .memory import memory_step as memory_step
+    from .memory import plot_mprof as plot_mprof
+    from .memory import plot_mprof_loops as plot_mprof_loops
+    from .memory import profile_lines as profile_lines
+    from .memory import profile_memory as profile_memory
+    from .memory import read_mprof as read_mprof
+    from .memory import run_mprof as run_mprof
+    from .memory import top_allocations as top_allocations
+    from .memory import track as track
+    from .memory.magics import load_ipython_extension as load_ipython_extension
     from .notebook import notebook_parameters as notebook_parameters
     from .notebook import report_dir as report_dir
     from .notebook import run_notebook as run_notebook

@@ -15,6 +15,10 @@ before the call). It then measures the
 same function in this process with ``analysis_lib.measure`` (``%memit``'s
 numbers) as a cross-check.
 
+Last, the cost of line-level memory (``analysis_lib.profile_lines``, what ``%mprun``
+runs): each of two functions runs plain (best of 3) and under the line tracer, and the
+ratio traced/plain is printed: one of few heavy lines, and a tight loop of cheap lines.
+
     .venv/bin/python benchmarks/memory_demo.py [--n 10000000] [--interval 0.05]
 """
 
@@ -57,6 +61,44 @@ def seed_function(n: int) -> None:
     for i in range(n):
         a.append(i)
     del a
+
+
+def heavy_lines(n: int) -> int:
+    """A few lines that each allocate a lot."""
+    kept = [0] * n
+    copy = list(kept)
+    del copy
+    return len(kept)
+
+
+def tight_loop(n: int) -> None:
+    """The seed loop: many cheap lines."""
+    a = []
+    for i in range(n):
+        a.append(i)
+    del a
+
+
+def line_tracing_cost() -> None:
+    """Print plain and line-traced times of heavy_lines and tight_loop, and their ratio."""
+    from analysis_lib import profile_lines
+
+    print("\n[memory-demo] line-level memory (profile_lines, as %mprun): traced / plain time")
+    for func, n in ((heavy_lines, 10_000_000), (tight_loop, 20_000)):
+        plain = []
+        for _ in range(3):
+            started = time.perf_counter()
+            func(n)
+            plain.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        profile = profile_lines(func, n)
+        traced = time.perf_counter() - started
+        events = int(profile.lines["occurrences"].sum())
+        print(
+            f"  {func.__name__}({n:,}): plain {min(plain):.4f} s, traced {traced:.4f} s, "
+            f"{traced / min(plain):.1f}x, {events:,} line events, "
+            f"{traced / events * 1e6:.0f} us per line event"
+        )
 
 
 def main() -> int:
@@ -126,6 +168,7 @@ def main() -> int:
 
     result = measure(seed_function, args.n, label="seed memory_test() in-process")
     print(f"[memory-demo] cross-check with measure() (%memit numbers): {result}")
+    line_tracing_cost()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`%load_ext analysis_lib` in real IPython shells (subprocesses): %memit, %mprun and %%memtrack."""
+"""`%load_ext analysis_lib` in real IPython shells (subprocesses): %memit, %mprun, %%memtrack."""
 
 from __future__ import annotations
 
@@ -65,6 +65,14 @@ ip.run_cell("%%memtrack\\nx = 1 / 0\\n")
 bad = ip.run_cell("%%memtrack -i 0 never\\ny = 1\\n")
 print("BAD_INTERVAL", type(bad.error_in_exec).__name__, "y" in ip.user_ns)
 ip.run_cell("%memit sum(range(1000))")
+ip.run_cell("%memit -i 0.005 held = np.ones(30 * 2**17)")
+ip.run_cell("%%memit\\nheld2 = np.ones(30 * 2**17)\\n")
+returned = ip.run_cell("r = %memit -o np.ones(10)")
+print("MEMIT_O", type(ip.user_ns["r"]).__name__, "held" in ip.user_ns, "held2" in ip.user_ns)
+bad = ip.run_cell("%memit -i 0 x = 1")
+print("MEMIT_BAD", type(bad.error_in_exec).__name__)
+empty = ip.run_cell("%memit")
+print("MEMIT_EMPTY", type(empty.error_in_exec).__name__, str(empty.error_in_exec))
 from analysis_lib import default_log
 
 frame = default_log().to_frame()
@@ -72,7 +80,7 @@ print("LOG", frame[["label", "increment_mib", "retained_mib"]].to_json(orient="r
 """
 
 
-def test_extension_loads_memory_profiler_magics_and_logs_memtrack(tmp_path):
+def test_extension_registers_memit_mprun_memtrack_and_logs_memtrack(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     out = _run([sys.executable, str(driver)], tmp_path)
@@ -91,8 +99,14 @@ def test_extension_loads_memory_profiler_magics_and_logs_memtrack(tmp_path):
 
     assert "BAD_INTERVAL UsageError False" in lines
 
-    # memory-profiler's own %memit works next to ours
-    assert any(line.startswith("peak memory: ") and "increment: " in line for line in lines)
+    # %memit prints as memory-profiler's does; it runs in the user namespace and logs nothing
+    memits = [line for line in lines if line.startswith("peak memory: ")]
+    assert len(memits) == 4 and all(", increment: " in line for line in memits)
+    held = [float(line.split("increment: ")[1].split()[0]) for line in memits[1:3]]
+    assert all(20 < mib < 45 for mib in held), memits  # 30 MiB kept by each
+    assert "MEMIT_O MemoryResult True True" in lines
+    assert "MEMIT_BAD UsageError" in lines
+    assert "MEMIT_EMPTY UsageError %memit: give a statement to run, e.g. %memit f(10)" in lines
 
     log = json.loads(next(line for line in lines if line.startswith("LOG "))[4:])
     assert [row["label"] for row in log] == ["keep 50 MiB", "free 50 MiB"]
@@ -107,7 +121,7 @@ NO_DISTUTILS = """\
 import sys
 import warnings
 
-sys.modules["distutils"] = None  # as on Python 3.12 without setuptools: import fails
+sys.modules["distutils"] = None  # as on Python 3.12+ without setuptools: import fails
 sys.modules["distutils.version"] = None
 from IPython.core.interactiveshell import InteractiveShell
 
@@ -118,18 +132,22 @@ with warnings.catch_warnings(record=True) as caught:
 print("WARNINGS", [str(w.message) for w in caught if w.category is RuntimeWarning])
 print("CELL_MAGICS", sorted(ip.magics_manager.magics["cell"]))
 ip.run_cell("%%memtrack still works\\nx = list(range(1000))\\n")
+ip.run_cell("%memit y = list(range(1000))")
+ip.run_cell("def f(n):\\n    a = [0] * n\\n    return len(a)\\n")
+ip.run_cell("%mprun -f f f(1000)")
 """
 
 
-def test_extension_without_distutils_keeps_memtrack(tmp_path):
-    """memory-profiler's magics import distutils (gone in 3.12): %%memtrack must survive that."""
+def test_extension_needs_no_distutils(tmp_path):
+    """memory-profiler's magics import distutils (gone in 3.12): ours must not."""
     driver = tmp_path / "no_distutils.py"
     driver.write_text(NO_DISTUTILS)
     out = _run([sys.executable, str(driver)], tmp_path)
     assert out.returncode == 0, out.stderr
-    warnings_line = next(line for line in out.stdout.splitlines() if line.startswith("WARNINGS"))
-    assert "need distutils" in warnings_line
+    assert "WARNINGS []" in out.stdout
     cell_magics = next(line for line in out.stdout.splitlines() if line.startswith("CELL_MAGICS"))
-    assert "'memtrack'" in cell_magics
-    assert "'memit'" not in cell_magics
+    assert {"'memtrack'", "'memit'", "'mprun'"} <= set(cell_magics[12:].strip("[]").split(", "))
     assert "memtrack still works: peak memory: " in out.stdout
+    assert "peak memory: " in out.stdout.replace("memtrack still works: peak memory: ", "")
+    assert "a = [0] * n" in out.stdout
+    assert "Error" not in out.stderr, out.stderr

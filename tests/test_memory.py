@@ -115,11 +115,11 @@ def test_measure_reraises_without_killing_other_child_processes():
 @pytest.mark.parametrize(
     ("func", "kwargs", "error", "match"),
     [
-        (42, {}, TypeError, "needs a callable, got int"),
-        (len, {"interval": 0}, ValueError, "`interval` must be a positive number"),
-        (len, {"interval": -1}, ValueError, "`interval` must be a positive number"),
-        (len, {"interval": math.nan}, ValueError, "`interval` must be a positive number"),
-        (len, {"interval": "0.1"}, ValueError, "`interval` must be a positive number"),
+        (42, {}, TypeError, r"`func` must be a callable; got 42 \(int\)"),
+        (len, {"interval": 0}, ValueError, "`interval` must be a positive number; got 0"),
+        (len, {"interval": -1}, ValueError, "`interval` must be a positive number; got -1"),
+        (len, {"interval": math.nan}, ValueError, "`interval` must be a positive number; got nan"),
+        (len, {"interval": "0.1"}, TypeError, "`interval` must be a positive number; got '0.1'"),
     ],
 )
 def test_measure_rejects_bad_arguments(func, kwargs, error, match):
@@ -173,7 +173,7 @@ def test_memory_step_defaults_to_the_session_log():
 def test_memory_step_disabled_measures_and_logs_nothing():
     log = MemoryLog()
     with (
-        mock.patch("analysis_lib._memory._PeakSampler") as sampler,
+        mock.patch("analysis_lib.memory.steps.PeakSampler") as sampler,
         memory_step("off", log=log, enabled=False) as step,
     ):
         pass
@@ -242,6 +242,8 @@ def test_memory_log_frame_plot_and_type_check():
         "retained_mib",
         "baseline_mib",
         "seconds",
+        "arrow_mib",
+        "arrow_retained_mib",
     ]
     log.append(MemoryResult("a", 110.0, 10.0, 1.0, 100.0, 0.1))
     log.append(MemoryResult("b", 130.0, 30.0, 0.0, 100.0, 0.2))
@@ -357,19 +359,21 @@ def test_track_progress_bar_and_plot(capsys):
 
 
 @pytest.mark.parametrize(
-    ("iterations", "kwargs", "match"),
+    ("iterations", "kwargs", "error", "match"),
     [
-        (2, {}, "at least 3 recorded iterations"),
-        (5, {"tail": 0}, r"`tail` must be in \(0, 1\]"),
-        (5, {"tail": 1.5}, r"`tail` must be in \(0, 1\]"),
-        (5, {"min_mib": -1}, "must be >= 0"),
+        (2, {}, ValueError, "at least 3 recorded iterations"),
+        (5, {"tail": 0}, ValueError, r"`tail` must be a number in \(0, 1\]; got 0"),
+        (5, {"tail": 1.5}, ValueError, r"`tail` must be a number in \(0, 1\]; got 1.5"),
+        (5, {"tail": "all"}, TypeError, r"`tail` must be a number in \(0, 1\]; got 'all'"),
+        (5, {"min_mib": -1}, ValueError, "`min_mib` must be a number >= 0; got -1"),
+        (5, {"min_t": None}, TypeError, "`min_t` must be a number >= 0; got None"),
     ],
 )
-def test_track_verdict_rejects_bad_input(iterations, kwargs, match):
+def test_track_verdict_rejects_bad_input(iterations, kwargs, error, match):
     loop = Tracker(range(iterations))
     for _ in loop:
         pass
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(error, match=match):
         loop.grew(**kwargs)
 
 
@@ -423,9 +427,9 @@ def test_top_allocations_filters_import_machinery(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"key": "line"}, ValueError, "`key` was 'line' but is expected to be one of"),
-        ({"limit": 0}, ValueError, "`limit` must be a positive integer"),
-        ({"limit": 2.5}, ValueError, "`limit` must be a positive integer"),
+        ({"key": "line"}, ValueError, "`key` must be one of 'lineno', 'filename', 'traceback'"),
+        ({"limit": 0}, ValueError, "`limit` must be a positive int; got 0"),
+        ({"limit": 2.5}, TypeError, "`limit` must be a positive int; got 2.5"),
         ({}, RuntimeError, "tracemalloc is not tracing"),
     ],
 )
@@ -437,4 +441,24 @@ def test_top_allocations_rejects_bad_input(kwargs, error, match):
 
 def test_memory_names_are_exported():
     for name in ["measure", "memory_step", "track", "top_allocations", "default_log"]:
-        assert getattr(analysis_lib, name) is getattr(sys.modules["analysis_lib._memory"], name)
+        assert getattr(analysis_lib, name) is getattr(analysis_lib.memory, name)
+
+
+def test_tracker_plot_saved_as_png_keeps_its_axis_labels(tmp_path):
+    """A plain savefig (no bbox_inches) used to cut the x label off the 3.5-inch figure."""
+    from PIL import Image
+
+    loop = Tracker(range(4), label="labels")
+    for _ in loop:
+        pass
+    ax = loop.plot()
+    path = tmp_path / "tracker.png"
+    ax.figure.savefig(path)
+    renderer = ax.figure.canvas.get_renderer()
+    figure_box = ax.figure.bbox
+    for label in (ax.xaxis.label, ax.yaxis.label, ax.title):
+        box = label.get_window_extent(renderer)
+        assert box.x0 >= 0 and box.y0 >= 0, (label.get_text(), box)
+        assert box.x1 <= figure_box.x1 and box.y1 <= figure_box.y1, (label.get_text(), box)
+    with Image.open(path) as image:
+        assert image.size == (round(figure_box.width), round(figure_box.height))

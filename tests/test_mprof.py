@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pandas as pd
 import psutil
 import pytest
 
-from analysis_lib import MprofProfile, plot_mprof, read_mprof, run_mprof
+from analysis_lib import MprofProfile, plot_mprof, plot_mprof_loops, read_mprof, run_mprof
+from analysis_lib.memory import mprof_mark
 
 # --- read_mprof on hand-written files -------------------------------------------------------
 
@@ -165,6 +168,7 @@ def test_read_mprof_missing_file(tmp_path):
 
 GROW = """\
 import time
+from pathlib import Path
 
 
 @profile
@@ -181,6 +185,7 @@ time.sleep(0.3)
 
 PARENT = """\
 import subprocess
+import os
 import sys
 
 child = "import time; data = b'x' * (60 * 2**20); time.sleep(0.6)"
@@ -247,7 +252,7 @@ def test_plot_mprof_one_line_per_profile_with_brackets(grow_profile, parent_prof
 def test_plot_mprof_reads_paths_and_checks_labels(grow_profile):
     ax = plot_mprof(grow_profile.path)
     assert [line.get_label() for line in ax.get_lines()] == ["grow"]
-    with pytest.raises(ValueError, match="`labels` must be a sequence of 2 strings"):
+    with pytest.raises(ValueError, match="`labels` must be a sequence of 2 strings; got"):
         plot_mprof([grow_profile, grow_profile], labels=["only one"])
     with pytest.raises(ValueError, match="at least one profile"):
         plot_mprof([])
@@ -309,10 +314,12 @@ def test_run_mprof_timeout_kills_the_program(tmp_path):
 @pytest.mark.parametrize(
     ("target", "kwargs", "error", "match"),
     [
-        ("x", {"interval": 0}, ValueError, "`interval` must be a positive number"),
-        ("x", {"timeout": 0}, ValueError, "`timeout` must be a positive number"),
-        ("", {}, ValueError, "`target` is empty"),
-        ([], {}, ValueError, "`target` is empty"),
+        ("x", {"interval": 0}, ValueError, "`interval` must be a positive number; got 0"),
+        ("x", {"interval": "1"}, TypeError, r"`interval` must be .*; got '1' \(str\)"),
+        ("x", {"timeout": 0}, ValueError, "`timeout` must be a positive number of seconds or None"),
+        ("x", {"timeout": "5"}, TypeError, "`timeout` must be a positive number of seconds"),
+        ("", {}, ValueError, "`target` must be a script path or a non-empty command; got ''"),
+        ([], {}, ValueError, r"`target` must be a script path or a non-empty command; got \[\]"),
         (42, {}, TypeError, "`target` must be a script path, a command string or an argv list"),
         ("missing.py", {}, FileNotFoundError, "`target` script not found: missing.py"),
     ],
@@ -320,3 +327,113 @@ def test_run_mprof_timeout_kills_the_program(tmp_path):
 def test_run_mprof_rejects_bad_arguments(tmp_path, target, kwargs, error, match):
     with pytest.raises(error, match=match):
         run_mprof(target, output=tmp_path / "x.dat", **kwargs)
+
+
+# --- marked spans: mprof_mark, MprofProfile.span, plot_mprof_loops ----------------------------
+
+LOOPS = """\
+import os
+import sys
+import time
+from pathlib import Path
+
+from analysis_lib.memory import mprof_mark
+
+setup = [0] * {setup}  # what every process pays before its loop (imports, set-up)
+time.sleep(0.3)
+kept = []
+with mprof_mark("loop"):
+    for i in range(5):
+        block = [0] * 1_000_000  # 7.6 MiB a step
+        if sys.argv[1] == "keeps":
+            kept.append(block)
+        time.sleep(0.08)
+    del block
+time.sleep(0.2)
+"""
+STEP_MIB = 1_000_000 * 8 / 2**20
+
+
+@pytest.fixture(scope="module")
+def loop_profiles(tmp_path_factory) -> dict[str, MprofProfile]:
+    tmp = tmp_path_factory.mktemp("loops")
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    profiles = {}
+    for name, setup in (("keeps", 2_000_000), ("frees", 12_000_000)):
+        module_dir = tmp / name
+        module_dir.mkdir()
+        (module_dir / f"loop_{name}.py").write_text(LOOPS.format(setup=setup))
+        # a module run in mprof's Python mode (``python -m memory_profiler ... loop_x keeps``)
+        env_here = {"PYTHONPATH": os.pathsep.join([str(module_dir), env["PYTHONPATH"]])}
+        profiles[name] = run_mprof(
+            [f"loop_{name}", name],
+            output=tmp / f"{name}.dat",
+            interval=0.02,
+            python=True,
+            env=env_here,
+        )
+    return profiles
+
+
+def test_mprof_mark_records_the_loop_span(loop_profiles):
+    keeps, frees = loop_profiles["keeps"].span("loop"), loop_profiles["frees"].span("loop")
+    assert 0.35 < keeps.duration_s < 2.0 and 0.35 < frees.duration_s < 2.0
+    # the set-up before the loop differs by 76 MiB: absolute levels hide the loops
+    assert frees.start_mib - keeps.start_mib > 50
+    assert 0.8 * 5 * STEP_MIB < keeps.peak_above_start_mib < 1.4 * 5 * STEP_MIB
+    assert 0.8 * 5 * STEP_MIB < keeps.end_above_start_mib < 1.4 * 5 * STEP_MIB
+    assert 0.8 * STEP_MIB < frees.peak_above_start_mib < 2.5 * STEP_MIB
+    assert abs(frees.end_above_start_mib) < STEP_MIB
+    assert loop_profiles["keeps"].functions["name"].tolist() == [".loop"]
+
+
+def test_plot_mprof_loops_draws_memory_above_each_loops_start(loop_profiles, tmp_path):
+    profiles = [loop_profiles["keeps"], loop_profiles["frees"]]
+    ax = plot_mprof_loops(profiles, labels=["keeps", "frees"])
+    lines = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
+    spans = [p.span("loop") for p in profiles]
+    for line, span, label in zip(lines, spans, ["keeps", "frees"], strict=True):
+        assert line.get_label() == (
+            f"{label}: peak {span.peak_above_start_mib:+.1f} MiB, "
+            f"end {span.end_above_start_mib:+.1f} MiB, {span.duration_s:.2f} s"
+        )
+        x, y = line.get_xdata(), line.get_ydata()
+        assert x[0] == 0 and y[0] == 0
+        assert x[-1] == pytest.approx(span.duration_s)
+        assert max(y) == pytest.approx(span.peak_above_start_mib)
+    assert ax.get_xlabel().startswith("seconds since the loop started")
+    ax.figure.savefig(tmp_path / "loops.png")
+    renderer = ax.figure.canvas.get_renderer()
+    assert ax.xaxis.label.get_window_extent(renderer).y0 >= 0
+
+
+def test_span_and_loop_plot_reject_a_recording_without_the_mark(grow_profile):
+    with pytest.raises(ValueError, match=r"no span named 'loop' \(FUNC records: __main__.grow\)"):
+        grow_profile.span("loop")
+    assert grow_profile.span("grow").name == "grow"  # an @profile function is a span too
+    with pytest.raises(ValueError, match="no span named 'loop'"):
+        plot_mprof_loops(grow_profile)
+    with pytest.raises(TypeError, match="`span` must be a marker name"):
+        plot_mprof_loops(grow_profile, span=1)
+
+
+@pytest.mark.parametrize(
+    ("name", "error", "match"),
+    [
+        ("two words", ValueError, "`name` must be one word without whitespace; got 'two words'"),
+        ("", ValueError, "`name` must be one word without whitespace; got ''"),
+        (3, TypeError, r"`name` must be one word \(str\); got 3 \(int\)"),
+    ],
+)
+def test_mprof_mark_rejects_bad_names(name, error, match):
+    with pytest.raises(error, match=match), mprof_mark(name):
+        pass
+
+
+def test_mprof_mark_is_a_no_op_outside_mprof(monkeypatch):
+    import builtins
+
+    monkeypatch.delattr(builtins, "profile", raising=False)
+    with mprof_mark("loop"):
+        ran = True
+    assert ran

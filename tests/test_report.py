@@ -382,7 +382,7 @@ def write_dat(path, samples):
 def test_memory_comparison_lines_up_every_measurement(tmp_path):
     from memory_profiler import MemitResult
 
-    from analysis_lib._memory import MemoryResult
+    from analysis_lib.memory import MemoryResult
 
     a = fake_run("a", [8.0, 8.0, 8.0, 8.0], seconds=4.0)
     b = fake_run("b", [1.0, 1.0], seconds=0.5)

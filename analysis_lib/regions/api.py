@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from django.db.models import QuerySet
     from matplotlib.axes import Axes
 
-    from .._memory import MemoryLog
+    from ..memory import MemoryLog
 
 __all__ = ["iter_items_by_region", "plot_choropleth", "summarize_by_region"]
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from django.db.models import QuerySet
 
-    from .._memory import MemoryLog
+    from ..memory import MemoryLog
 
 Predicate = Literal["within", "centroid"]
 PREDICATES: tuple[str, ...] = ("within", "centroid")
@@ -238,7 +238,7 @@ def step(label: str, log: MemoryLog | None):
     """Return a memory_step context when a log is given, else a no-op context."""
     if log is None:
         return nullcontext()
-    from .._memory import memory_step
+    from ..memory import memory_step
 
     return memory_step(label, log=log)
 

@@ -722,7 +722,9 @@ def mprof_zip_loop(
     check_type("state", state, str, "a two-letter state code such as 'MA'")
     check_positive_int("max_zips", max_zips, allow_none=True)
     check_positive_int("chunk_size", chunk_size)
-    cmd = [sys.executable, "-m", "project.buildings.analysis", approach, "--state", state]
+    # mprof's Python mode runs the module under memory-profiler, whose `profile` builtin
+    # lets _main mark the loop (analysis_lib.memory.mprof_mark): the .dat gets a FUNC record ".loop"
+    cmd = ["project.buildings.analysis", approach, "--state", state]
     cmd += ["--chunk-size", str(chunk_size)]
     if max_zips is not None:
         cmd += ["--max-zips", str(max_zips)]
@@ -734,6 +736,7 @@ def mprof_zip_loop(
         output=output,
         interval=interval,
         include_children=False,
+        python=True,
         timeout=timeout,
         env={"PYTHONPATH": pythonpath},
     )
@@ -762,10 +765,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
     import shapely  # noqa: F401
 
     from analysis_lib import iter_frames  # noqa: F401
+    from analysis_lib.memory import mprof_mark
 
     start = time.perf_counter()
     zips = select_zips(args.state, args.max_zips)
-    n_zips, n_buildings = run_zip_loop(args.approach, zips, chunk_size=args.chunk_size)
+    with mprof_mark("loop"):  # a span in the mprof recording (plot_mprof_loops)
+        n_zips, n_buildings = run_zip_loop(args.approach, zips, chunk_size=args.chunk_size)
     print(
         f"{args.approach}: {n_zips} ZIPs, {n_buildings} buildings, "
         f"{time.perf_counter() - start:.1f} s"

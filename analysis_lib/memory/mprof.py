@@ -23,10 +23,21 @@ What we rely on from memory-profiler 0.61:
 
 We do not use ``mprof plot`` nor ``mprof.read_mprofile_file`` (which ignores
 unknown lines and returns a loose dict): :func:`read_mprof` parses strictly.
+
+Marking a span (a loop) inside a recording uses memory-profiler's own marker: under
+``mprof run --python`` the builtin ``profile`` is its ``TimeStamper``, and
+``profile.timestamp(name)`` brackets a block with a ``FUNC`` record named ``.<name>``
+(memory and time at entry and exit). :func:`mprof_mark` does that when it runs there
+and nothing elsewhere; :meth:`MprofProfile.span` reads the bracket back, and
+:func:`plot_mprof_loops` draws each recording's memory above its level at the start
+of the span. A run killed by ``timeout`` writes no ``FUNC`` records (memory-profiler
+writes them when the program exits).
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import dataclasses
 import math
 import os
@@ -34,11 +45,12 @@ import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._memory import _check_interval
+from .._checks import check_type, fail_type, fail_value
+from .steps import check_interval
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
@@ -46,6 +58,49 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers only
 
 _TAGS = ("CMDLINE", "MEM", "CHLD", "FUNC")
 _PathLike = str | os.PathLike[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class MprofSpan:
+    """A marked span of an mprof recording (a ``FUNC`` record), with memory measured from its start.
+
+    Attributes
+    ----------
+    name : str
+        The marker's name (``"loop"`` for ``mprof_mark("loop")``).
+    start_s, end_s : float
+        When the span started and ended, in seconds since the recording's first sample.
+    start_mib : float
+        Memory when the span started (read by memory-profiler as the block was entered):
+        the process's level before the loop, imports and set-up included.
+    peak_mib : float
+        Highest memory within the span: the ``MEM`` samples taken during it and the
+        readings at its entry and exit.
+    end_mib : float
+        Memory when the span ended.
+    """
+
+    name: str
+    start_s: float
+    end_s: float
+    start_mib: float
+    peak_mib: float
+    end_mib: float
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds from the start of the span to its end."""
+        return self.end_s - self.start_s
+
+    @property
+    def peak_above_start_mib(self) -> float:
+        """How far the memory rose above its level at the start (MiB)."""
+        return self.peak_mib - self.start_mib
+
+    @property
+    def end_above_start_mib(self) -> float:
+        """Memory still held at the end, above the level at the start (MiB)."""
+        return self.end_mib - self.start_mib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +164,60 @@ class MprofProfile:
     def label(self) -> str:
         """A short name: the file name without ``.dat``."""
         return self.path.stem
+
+    def span(self, name: str = "loop") -> MprofSpan:
+        r"""Return the first span marked ``name`` (:func:`mprof_mark`), its memory measured.
+
+        Parameters
+        ----------
+        name : str
+            The marker's name; a ``FUNC`` record matches when the last dotted part of
+            its name is ``name`` (``.loop`` for a marker, ``__main__.loop`` for an
+            ``@profile`` function called ``loop``).
+
+        Returns
+        -------
+        MprofSpan
+            Start, end, and the memory at the start, at the peak and at the end.
+
+        Raises
+        ------
+        ValueError
+            If the recording has no such span (the message lists the spans it has).
+
+        Examples
+        --------
+        >>> import pathlib, tempfile
+        >>> dat = pathlib.Path(tempfile.mkdtemp()) / "run.dat"
+        >>> _ = dat.write_text(
+        ...     "MEM 20.0 100.0\nMEM 80.0 101.0\nMEM 95.0 101.5\nMEM 90.0 102.0\n"
+        ...     "FUNC .loop 80.5 101.0 90.0 102.0 1\n"
+        ... )
+        >>> span = read_mprof(dat).span("loop")
+        >>> span.start_s, span.peak_above_start_mib, span.end_above_start_mib
+        (1.0, 14.5, 9.5)
+        """
+        check_type("name", name, str, "a marker name (str)")
+        calls = self.functions[self.functions["name"].str.rsplit(".", n=1).str[-1] == name]
+        if calls.empty:
+            names = sorted(set(self.functions["name"])) or ["none"]
+            raise ValueError(
+                f"{self.path}: no span named {name!r} (FUNC records: {', '.join(names)}); "
+                f"wrap the code in `with analysis_lib.memory.mprof_mark({name!r}):` and record "
+                "it with run_mprof(..., python=True)"
+            )
+        call = calls.sort_values("start_s").iloc[0]
+        start, end = float(call["start_s"]), float(call["end_s"])
+        inside = self.samples["mem_mib"][self.samples["time_s"].between(start, end)]
+        readings = [float(call["mem_start_mib"]), float(call["mem_end_mib"]), *inside.tolist()]
+        return MprofSpan(
+            name=name,
+            start_s=start,
+            end_s=end,
+            start_mib=float(call["mem_start_mib"]),
+            peak_mib=max(readings),
+            end_mib=float(call["mem_end_mib"]),
+        )
 
     def summary(self) -> dict[str, Any]:
         r"""Return the headline numbers as a dict.
@@ -342,12 +451,9 @@ def _program(target: str | os.PathLike[str] | Sequence[str]) -> list[str]:
     elif isinstance(target, Sequence):
         program = [os.fspath(part) for part in target]
     else:
-        raise TypeError(
-            f"`target` must be a script path, a command string or an argv list, "
-            f"got {type(target).__name__}"
-        )
+        raise fail_type("target", "a script path, a command string or an argv list", target)
     if not program:
-        raise ValueError("`target` is empty: give a script path or a command to run")
+        raise fail_value("target", "a script path or a non-empty command", target)
     return program
 
 
@@ -430,9 +536,11 @@ def run_mprof(
     >>> profile.peak_mib - profile.start_mib > 20
     True
     """
-    _check_interval(interval)
+    check_interval(interval)
+    expected = "a positive number of seconds or None"
+    check_type("timeout", timeout, (int, float), expected, allow_none=True)
     if timeout is not None and not timeout > 0:
-        raise ValueError(f"`timeout` must be a positive number of seconds, got {timeout!r}")
+        raise fail_value("timeout", expected, timeout)
     program = _program(target)
     output = Path(output) if output is not None else Path(f"mprofile_{os.getpid()}.dat")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -529,15 +637,7 @@ def plot_mprof(
     """
     import matplotlib.pyplot as plt
 
-    if isinstance(profiles, MprofProfile | str | os.PathLike):
-        profiles = [profiles]
-    loaded = [p if isinstance(p, MprofProfile) else read_mprof(p) for p in profiles]
-    if not loaded:
-        raise ValueError("plot_mprof needs at least one profile")
-    if labels is None:
-        labels = [p.label for p in loaded]
-    elif isinstance(labels, str) or len(labels) != len(loaded):
-        raise ValueError(f"`labels` must be a sequence of {len(loaded)} strings, got {labels!r}")
+    loaded, labels = _profiles_and_labels(profiles, labels)
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
     for index, (profile, label) in enumerate(zip(loaded, labels, strict=True)):
@@ -574,3 +674,165 @@ def plot_mprof(
     # below the axes, where it cannot hide a line or a bracket's label
     ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     return ax
+
+
+@contextlib.contextmanager
+def mprof_mark(name: str = "loop") -> Iterator[None]:
+    """Mark a block in an ``mprof run --python`` recording; do nothing anywhere else.
+
+    Under ``mprof run --python`` (:func:`run_mprof` with ``python=True``, or a ``.py``
+    script) the builtin ``profile`` is memory-profiler's ``TimeStamper``; this uses its
+    ``profile.timestamp(name)``, which writes a ``FUNC`` record named ``.<name>`` with
+    the memory and time at entry and exit. :meth:`MprofProfile.span` reads it back and
+    :func:`plot_mprof_loops` draws from it. Outside such a run (no ``profile`` builtin
+    with ``timestamp``) the block just runs.
+
+    Parameters
+    ----------
+    name : str
+        The span's name: one word (the ``.dat`` format splits on whitespace).
+
+    Yields
+    ------
+    None
+
+    Raises
+    ------
+    TypeError
+        If ``name`` is not a str.
+    ValueError
+        If ``name`` is empty or contains whitespace.
+
+    Examples
+    --------
+    In the program run under ``mprof``::
+
+        with mprof_mark("loop"):
+            for zip_code in zips:
+                ...
+
+    Outside mprof it is a no-op:
+
+    >>> with mprof_mark("loop"):
+    ...     total = sum(range(10))
+    >>> total
+    45
+    """
+    check_type("name", name, str, "one word (str)")
+    if not name or any(ch.isspace() for ch in name):
+        raise fail_value("name", "one word without whitespace", name)
+    timestamp = getattr(getattr(builtins, "profile", None), "timestamp", None)
+    if timestamp is None:
+        yield
+        return
+    with timestamp(name):
+        yield
+
+
+def plot_mprof_loops(
+    profiles: MprofProfile
+    | str
+    | os.PathLike[str]
+    | Sequence[MprofProfile | str | os.PathLike[str]],
+    labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    *,
+    span: str = "loop",
+) -> Axes:
+    r"""Draw each recording's memory above its level when its marked span (loop) started.
+
+    Every process first pays for its imports and set-up, which dwarfs what a loop adds
+    on top when the recordings are drawn in absolute MiB (:func:`plot_mprof`). Here
+    each curve starts at 0 s and 0 MiB when its span starts (:meth:`MprofProfile.span`),
+    runs until the span ends (a dotted vertical line), and its peak is marked; the
+    legend gives each loop's peak above its start, what it still held at its end and
+    how long it ran.
+
+    Parameters
+    ----------
+    profiles : MprofProfile, path, or a sequence of them
+        Recordings with a span named ``span``, or ``.dat`` paths.
+    labels : sequence of str, optional
+        One per profile; default: the file names.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure (constrained layout) is made when omitted.
+    span : str
+        The marker's name (:func:`mprof_mark`).
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes; one line per profile, labelled
+        ``"<label>: peak +<MiB> MiB, end +<MiB> MiB, <seconds> s"``.
+
+    Raises
+    ------
+    ValueError
+        If no profile is given, ``labels`` has the wrong length, or a recording has
+        no span named ``span``.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> dat = pathlib.Path(tempfile.mkdtemp()) / "run.dat"
+    >>> _ = dat.write_text(
+    ...     "MEM 20.0 100.0\nMEM 80.0 101.0\nMEM 95.0 101.5\nMEM 90.0 102.0\n"
+    ...     "FUNC .loop 80.5 101.0 90.0 102.0 1\n"
+    ... )
+    >>> ax = plot_mprof_loops(dat, labels=["one loop"])
+    >>> [line.get_label() for line in ax.get_lines()][0]
+    'one loop: peak +14.5 MiB, end +9.5 MiB, 1.0 s'
+    """
+    import matplotlib.pyplot as plt
+
+    loaded, labels = _profiles_and_labels(profiles, labels)
+    check_type("span", span, str, "a marker name (str)")
+    spans = [profile.span(span) for profile in loaded]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4), layout="constrained")
+    for profile, label, marked in zip(loaded, labels, spans, strict=True):
+        samples = profile.samples
+        inside = samples[samples["time_s"].between(marked.start_s, marked.end_s)]
+        times = [0.0, *(inside["time_s"] - marked.start_s).tolist(), marked.duration_s]
+        above = [0.0, *(inside["mem_mib"] - marked.start_mib).tolist()]
+        above.append(marked.end_above_start_mib)
+        (line,) = ax.plot(
+            times,
+            above,
+            linewidth=1.5,
+            label=(
+                f"{label}: peak {marked.peak_above_start_mib:+.1f} MiB, "
+                f"end {marked.end_above_start_mib:+.1f} MiB, {_seconds(marked.duration_s)}"
+            ),
+        )
+        colour = line.get_color()
+        peak_at = times[max(range(len(above)), key=above.__getitem__)]
+        ax.plot([peak_at], [marked.peak_above_start_mib], marker="v", color=colour)
+        ax.axvline(marked.duration_s, color=colour, linestyle=":", linewidth=1)
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.set_xlabel(f"seconds since the {span} started (dotted: it ended)")
+    ax.set_ylabel(f"MiB above the level at the {span}'s start")
+    ax.set_title(f"Memory each {span} added (mprof)")
+    ax.legend(loc="upper left", fontsize=8)
+    return ax
+
+
+def _seconds(seconds: float) -> str:
+    """Format a duration for a legend: two decimals under a second, one above."""
+    return f"{seconds:.2f} s" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def _profiles_and_labels(
+    profiles: Any, labels: Sequence[str] | None
+) -> tuple[list[MprofProfile], list[str]]:
+    """Load profiles given as objects or paths; check ``labels`` against them."""
+    if isinstance(profiles, MprofProfile | str | os.PathLike):
+        profiles = [profiles]
+    loaded = [p if isinstance(p, MprofProfile) else read_mprof(p) for p in profiles]
+    if not loaded:
+        raise fail_value("profiles", "at least one profile", profiles)
+    if labels is None:
+        return loaded, [p.label for p in loaded]
+    if isinstance(labels, str) or len(labels) != len(loaded):
+        raise fail_value("labels", f"a sequence of {len(loaded)} strings", labels)
+    return loaded, list(labels)

@@ -208,7 +208,7 @@ run_step() { # run_step NAME LOG CMD...: run CMD in the clone, record exit code,
         say "$name failed with exit code $rc; the end of its log:"
         tail -n 40 "$log" >&2
     fi
-    printf '%-10s exit %-3s wall %-10s pytest: %s\n' "$*" "$rc" "$wall" "${summary:-(none)}"
+    printf '%s: exit %s, wall %s, pytest: %s\n' "$*" "$rc" "$wall" "${summary:-n/a}"
     results+=("$(printf '| `%s` | %s | %s | %s |' "$*" "$rc" "$wall" "${summary:-n/a}")")
     return "$rc"
 }
@@ -232,6 +232,8 @@ if ((${#removal[@]})); then
     fi
 fi
 
+nothing=none
+if [[ -n $keep_packages ]]; then nothing="n/a (--keep-packages)"; fi
 cat <<EOF
 
 ## Fresh-machine check ($(date -u '+%Y-%m-%d %H:%M UTC'))
@@ -239,8 +241,8 @@ cat <<EOF
 \`scripts/fresh_machine_check.sh --yes${keep_packages:+ --keep-packages} --buildings $buildings\` on $(hostname), $(nproc) cores, $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), $(. /etc/os-release && echo "$PRETTY_NAME"); commit \`${COMMIT:0:12}\`, throwaway clone (no .venv, no data/), empty pip cache, empty Jupyter/IPython/matplotlib dirs.
 
 - Debian packages removed first: $(if [[ -n $keep_packages ]]; then echo "none (--keep-packages)"; elif ((${#removal[@]})); then echo "${#removal[@]} (${removal[*]})"; else echo "none (none was installed)"; fi)
-- installed again by the project's own commands during the run: ${reinstalled[*]:-none}
-- reinstalled by the check afterwards: ${restored[*]:-none}
+- installed again by the project's own commands during the run: ${reinstalled[*]:-$nothing}
+- reinstalled by the check afterwards: ${restored[*]:-$nothing}
 
 | command | exit | wall | pytest summary |
 |---|---:|---:|---|

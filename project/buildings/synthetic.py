@@ -1,17 +1,25 @@
-"""A deterministic synthetic Massachusetts: ZIP cells and building footprints.
+"""Deterministic synthetic states (Massachusetts by default): ZIP cells and building footprints.
 
 Nothing here touches the database; :mod:`project.buildings.bulkload` writes what
-this module generates, and the ``generate_massachusetts`` command ties both
-together.
+this module generates, and the ``generate_buildings`` command (with its alias
+``generate_massachusetts``) ties both together.
 
-* **ZIP cells** are the Voronoi cells of the real Massachusetts ZIP centroids
-  (the ``zipcodes`` package, 494 ``STANDARD`` codes), clipped to a plausible
-  state outline: the concave hull of the centroids, buffered by about 4 km.
+* **ZIP cells** are the Voronoi cells of the real ZIP centroids of one or more
+  states (the ``zipcodes`` package: its ``STANDARD`` codes, 494 in Massachusetts,
+  30,003 in its 54 states and territories), clipped to a plausible outline of
+  each state: the concave hull of the state's centroids, buffered by about 4 km.
   The cells do not depend on the seed, are computed once per process and are
   valid, non-overlapping ``MultiPolygon`` s in WGS 84 (SRID 4326). The Voronoi
   diagram is computed in a locally isotropic plane (longitude scaled by the
   cosine of the mean latitude), which is an affine map of longitude/latitude,
   so cell edges stay straight lines in SRID 4326 and neighbours share vertices.
+  For several states the diagram is one diagram of all their centroids (so the
+  cells of neighbouring states do not overlap beyond rounding), each cell clipped
+  to its own state's outline; a state's cells therefore differ between a one-state
+  and a many-state run, a little inside the state (the shared plane's scale) and
+  more along its borders. A few ZIP codes share their
+  centroid with another (21 places in the package); every one but the first by
+  code is moved 200 m, so each cell has its own point.
 * **Buildings** are rotated rectangles with lognormal areas by use type, most of
   them aligned with a per-cell street direction. Each cell gets its share of the
   requested total (more buildings per km² in small, urban cells), and its own
@@ -39,7 +47,7 @@ a cell are sorted along the same curve, so consecutive rows are close in space
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -69,6 +77,9 @@ _AREA_EXPONENT = 0.4  # buildings per cell ~ area**0.4: density falls as cells g
 _ALLOC_SIGMA = 0.25  # lognormal noise on each cell's share
 _CORE_FRACTION = 0.4  # share of a cell's buildings clustered around its ZIP centroid
 _CORE_SIGMA = 0.35  # that cluster's standard deviation, as a fraction of sqrt(cell area)
+_DUPLICATE_SHIFT_DEG = 0.0018  # about 200 m: moves a ZIP centroid that repeats another's
+#: The ``--states`` value that means every state the ``zipcodes`` package has.
+ALL_STATES = "ALL"
 
 # WGS 84
 _A = 6_378_137.0
@@ -83,10 +94,11 @@ class ZipCell:
     ----------
     index : int
         Position in the code-sorted list of cells (part of the cell's RNG seed).
-    code, city, county : str
-        From the ``zipcodes`` package.
+    code, city, county, state : str
+        From the ``zipcodes`` package (``state`` is the two-letter code).
     lon, lat : float
-        The real ZIP centroid, in degrees.
+        The real ZIP centroid, in degrees (moved by 200 m when another ZIP code
+        has the same one).
     boundary : shapely.MultiPolygon
         The clipped Voronoi cell, in WGS 84 degrees.
     area_km2 : float
@@ -98,6 +110,7 @@ class ZipCell:
     code: str
     city: str
     county: str
+    state: str
     lon: float
     lat: float
     boundary: shapely.MultiPolygon
@@ -220,9 +233,233 @@ def _to_multipolygon(geom: shapely.Geometry) -> shapely.MultiPolygon:
     return shapely.MultiPolygon(parts)
 
 
+@lru_cache(maxsize=1)
+def _standard_records() -> tuple[dict, ...]:
+    """Every ``STANDARD`` ZIP code with coordinates, by code, with float ``lon``/``lat``.
+
+    A centroid shared by several codes is kept by the first code and moved by about
+    200 m for each later one (around a circle), so that Voronoi cells get one point each.
+    """
+    import zipcodes
+
+    records = sorted(
+        (r for r in zipcodes.list_all() if r.get("zip_code_type") == "STANDARD"),
+        key=lambda r: r["zip_code"],
+    )
+    out: list[dict] = []
+    seen: dict[tuple[str, str], int] = {}
+    for r in records:
+        if not (r.get("lat") and r.get("long")):
+            continue
+        key = (r["lat"], r["long"])
+        repeat = seen.get(key, 0)
+        seen[key] = repeat + 1
+        lon, lat = float(r["long"]), float(r["lat"])
+        if repeat:
+            turn = 2.0 * math.pi * (repeat - 1) / 6.0
+            lon += _DUPLICATE_SHIFT_DEG * math.cos(turn) / math.cos(math.radians(lat))
+            lat += _DUPLICATE_SHIFT_DEG * math.sin(turn)
+        out.append({**r, "lon": lon, "lat": lat})
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def available_states() -> tuple[str, ...]:
+    """Return the codes of the states (and territories) the generator can make, sorted.
+
+    Returns
+    -------
+    tuple of str
+        Every state with at least three ``STANDARD`` ZIP codes with coordinates in
+        the ``zipcodes`` package (54, DC and Puerto Rico included).
+
+    Examples
+    --------
+    >>> "MA" in available_states() and "RI" in available_states()
+    True
+    """
+    counts: dict[str, int] = {}
+    for r in _standard_records():
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    return tuple(sorted(state for state, n in counts.items() if n >= 3))
+
+
+def parse_states(value: str | Sequence[str], name: str = "states") -> tuple[str, ...]:
+    """Turn ``"RI"``, ``"RI,CT"``, ``["RI", "CT"]`` or ``"ALL"`` into sorted state codes.
+
+    Parameters
+    ----------
+    value : str or sequence of str
+        One code, a comma-separated list, a list of codes, or ``"ALL"`` (every
+        state of :func:`available_states`). Case and spaces around codes are ignored.
+    name : str
+        The argument's name in error messages (``"--states"`` for the command).
+
+    Returns
+    -------
+    tuple of str
+        Distinct upper-case codes, sorted.
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a str or a list/tuple of str.
+    ValueError
+        If it is empty, names a state twice, mixes ``ALL`` with codes, or names a
+        state the ``zipcodes`` package has no (or fewer than three) ZIP codes for.
+
+    Examples
+    --------
+    >>> parse_states("ri, ct")
+    ('CT', 'RI')
+    >>> len(parse_states("ALL"))
+    54
+    """
+    from analysis_lib._checks import fail_type, fail_value
+
+    expected = "state codes such as 'RI' or 'RI,CT', or 'ALL'"
+    if isinstance(value, str):
+        items = value.split(",")
+    elif isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        items = list(value)
+    else:
+        raise fail_type(name, "a str or a list of str (" + expected + ")", value)
+    codes = [item.strip().upper() for item in items]
+    if not codes or any(not code for code in codes):
+        raise fail_value(name, expected + ", without empty entries", value)
+    if ALL_STATES in codes:
+        if len(codes) > 1:
+            raise fail_value(name, f"either {ALL_STATES!r} alone or state codes", value)
+        return available_states()
+    known = set(available_states())
+    seen: set[str] = set()
+    for code in codes:
+        if code not in known:
+            raise fail_value(
+                name,
+                "codes of states with ZIP codes in the zipcodes package "
+                f"({', '.join(available_states())}) or {ALL_STATES!r}",
+                code,
+            )
+        if code in seen:
+            raise fail_value(name, "distinct state codes", code)
+        seen.add(code)
+    return tuple(sorted(seen))
+
+
+def _plane(lon: np.ndarray, lat: np.ndarray):
+    """Forward and inverse maps to the locally isotropic plane of these points."""
+    lon0, lat0 = float(lon.mean()), float(lat.mean())
+    k = math.cos(math.radians(lat0))
+
+    def to_plane(c: np.ndarray) -> np.ndarray:
+        return np.column_stack([(c[:, 0] - lon0) * k, c[:, 1] - lat0])
+
+    def to_lonlat(c: np.ndarray) -> np.ndarray:
+        return np.column_stack([c[:, 0] / k + lon0, c[:, 1] + lat0])
+
+    return to_plane, to_lonlat
+
+
+def _outline(points: shapely.MultiPoint) -> shapely.Geometry:
+    """Return a plausible state outline: the buffered concave hull of its ZIP points."""
+    return shapely.concave_hull(points, ratio=_HULL_RATIO).buffer(_OUTLINE_BUFFER_DEG)
+
+
+def _one_state_cells(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    """Voronoi cells of one state's points clipped to its outline, in lon/lat."""
+    to_plane, to_lonlat = _plane(lon, lat)
+    points = shapely.multipoints(to_plane(np.column_stack([lon, lat])))
+    outline = _outline(points)
+    voronoi = shapely.voronoi_polygons(points, extend_to=outline, ordered=True)
+    cells = shapely.intersection(shapely.get_parts(voronoi), outline)
+    return shapely.transform(cells, to_lonlat)
+
+
+def _many_state_cells(lon: np.ndarray, lat: np.ndarray, state: np.ndarray) -> np.ndarray:
+    """One Voronoi diagram of all points, each cell clipped to its own state's outline."""
+    to_plane, to_lonlat = _plane(lon, lat)
+    xy = to_plane(np.column_stack([lon, lat]))
+    outlines = {}
+    for code in np.unique(state):
+        mine = state == code
+        # each outline in its own state's plane (as for one state), then in the shared plane
+        s_plane, s_lonlat = _plane(lon[mine], lat[mine])
+        own = _outline(shapely.multipoints(s_plane(np.column_stack([lon[mine], lat[mine]]))))
+        outlines[code] = shapely.transform(shapely.transform(own, s_lonlat), to_plane)
+    extent = shapely.box(*shapely.total_bounds(list(outlines.values())))
+    voronoi = shapely.get_parts(
+        shapely.voronoi_polygons(shapely.multipoints(xy), extend_to=extent, ordered=True)
+    )
+    cells = np.empty(len(xy), dtype=object)
+    for code, outline in outlines.items():
+        mine = np.flatnonzero(state == code)
+        shapely.prepare(outline)
+        inside = shapely.contains(outline, voronoi[mine])  # most cells: nothing to clip
+        cells[mine[inside]] = voronoi[mine[inside]]
+        cells[mine[~inside]] = shapely.intersection(voronoi[mine[~inside]], outline)
+    return shapely.transform(cells, to_lonlat)
+
+
 @lru_cache(maxsize=4)
+def region_cells(states: tuple[str, ...]) -> tuple[ZipCell, ...]:
+    """Compute the synthetic ZIP cells of one or more states, sorted by code (once per process).
+
+    Parameters
+    ----------
+    states : tuple of str
+        Distinct codes of :func:`available_states` (see :func:`parse_states`).
+
+    Returns
+    -------
+    tuple of ZipCell
+        One cell per ``STANDARD`` ZIP code of the states (494 for ``("MA",)``,
+        30,003 for every state), indexed 0.. in code order.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`parse_states`, for a bad ``states``.
+
+    Examples
+    --------
+    >>> cells = region_cells(("CT", "RI"))
+    >>> len(cells), sorted({c.state for c in cells})
+    (346, ['CT', 'RI'])
+    """
+    states = parse_states(states)
+    wanted = set(states)
+    records = [r for r in _standard_records() if r["state"] in wanted]
+    lon = np.array([r["lon"] for r in records])
+    lat = np.array([r["lat"] for r in records])
+    if len(states) == 1:
+        cells = _one_state_cells(lon, lat)
+    else:
+        cells = _many_state_cells(lon, lat, np.array([r["state"] for r in records]))
+    if not shapely.contains_xy(cells, lon, lat).all():  # pragma: no cover - GEOS contract
+        raise RuntimeError("a Voronoi cell does not hold its own ZIP centroid")
+    # local scale at each cell's centroid: within 0.1 % of an equal-area projection
+    # here, and no pyproj (see the module docstring)
+    m_lon, m_lat = _metres_per_degree(shapely.get_y(shapely.centroid(cells)))
+    areas = shapely.area(cells) * m_lon * m_lat
+    return tuple(
+        ZipCell(
+            index=i,
+            code=r["zip_code"],
+            city=r.get("city") or "",
+            county=r.get("county") or "",
+            state=r["state"],
+            lon=float(lon[i]),
+            lat=float(lat[i]),
+            boundary=_to_multipolygon(cells[i]),
+            area_km2=float(areas[i] / 1e6),
+        )
+        for i, r in enumerate(records)
+    )
+
+
 def zip_cells(state: str = "MA") -> tuple[ZipCell, ...]:
-    """Compute the synthetic ZIP cells of a state, sorted by code (once per process).
+    """Compute the synthetic ZIP cells of one state, sorted by code (once per process).
 
     Parameters
     ----------
@@ -245,53 +482,7 @@ def zip_cells(state: str = "MA") -> tuple[ZipCell, ...]:
     >>> len(cells), cells[0].code, cells[0].boundary.geom_type
     (494, '01001', 'MultiPolygon')
     """
-    import zipcodes
-
-    records = sorted(
-        (
-            r
-            for r in zipcodes.filter_by(state=state, zip_code_type="STANDARD")
-            if r.get("lat") and r.get("long")
-        ),
-        key=lambda r: r["zip_code"],
-    )
-    if len(records) < 3:
-        raise ValueError(f"state {state!r}: {len(records)} ZIP codes with coordinates, need 3")
-    lon = np.array([float(r["long"]) for r in records])
-    lat = np.array([float(r["lat"]) for r in records])
-    lon0, lat0 = float(lon.mean()), float(lat.mean())
-    k = math.cos(math.radians(lat0))
-
-    def to_plane(c: np.ndarray) -> np.ndarray:
-        return np.column_stack([(c[:, 0] - lon0) * k, c[:, 1] - lat0])
-
-    def to_lonlat(c: np.ndarray) -> np.ndarray:
-        return np.column_stack([c[:, 0] / k + lon0, c[:, 1] + lat0])
-
-    points = shapely.multipoints(to_plane(np.column_stack([lon, lat])))
-    outline = shapely.concave_hull(points, ratio=_HULL_RATIO).buffer(_OUTLINE_BUFFER_DEG)
-    voronoi = shapely.voronoi_polygons(points, extend_to=outline, ordered=True)
-    cells = shapely.intersection(shapely.get_parts(voronoi), outline)
-    cells = shapely.transform(cells, to_lonlat)
-    if not shapely.contains_xy(cells, lon, lat).all():  # pragma: no cover - GEOS contract
-        raise RuntimeError("a Voronoi cell does not hold its own ZIP centroid")
-    # local scale at each cell's centroid: within 0.1 % of an equal-area projection
-    # here, and no pyproj (see the module docstring)
-    m_lon, m_lat = _metres_per_degree(shapely.get_y(shapely.centroid(cells)))
-    areas = shapely.area(cells) * m_lon * m_lat
-    return tuple(
-        ZipCell(
-            index=i,
-            code=r["zip_code"],
-            city=r.get("city") or "",
-            county=r.get("county") or "",
-            lon=float(lon[i]),
-            lat=float(lat[i]),
-            boundary=_to_multipolygon(cells[i]),
-            area_km2=float(areas[i] / 1e6),
-        )
-        for i, r in enumerate(records)
-    )
+    return region_cells(parse_states(state, name="state"))
 
 
 def allocate_counts(cells: tuple[ZipCell, ...], total: int, seed: int) -> np.ndarray:
@@ -474,7 +665,7 @@ def cell_order(cells: tuple[ZipCell, ...]) -> np.ndarray:
 
 
 def iter_buildings(
-    total: int, seed: int, batch_size: int = 50_000, state: str = "MA"
+    total: int, seed: int, batch_size: int = 50_000, states: str | Sequence[str] = "MA"
 ) -> Iterator[BuildingBatch]:
     """Generate ``total`` buildings as batches of ``batch_size`` rows (the last may be short).
 
@@ -489,8 +680,8 @@ def iter_buildings(
         Seed, ``>= 0``.
     batch_size : int
         Rows per batch, ``> 0``.
-    state : str
-        Two-letter state code.
+    states : str or sequence of str
+        The states, as :func:`parse_states` reads them (``"MA"``, ``"RI,CT"``, ``"ALL"``).
 
     Yields
     ------
@@ -509,7 +700,7 @@ def iter_buildings(
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be > 0, got {batch_size}")
-    cells = zip_cells(state)
+    cells = region_cells(parse_states(states))
     counts = allocate_counts(cells, total, seed)
     pending: list[BuildingBatch] = []
     pending_rows = 0

@@ -179,8 +179,9 @@ def hilbert_key(
     ----------
     x, y : numpy.ndarray
         Coordinates.
-    bounds : tuple of float
-        ``(xmin, ymin, xmax, ymax)`` of the grid the curve fills.
+    bounds : tuple
+        ``(xmin, ymin, xmax, ymax)`` of the grid the curve fills: floats, or arrays
+        of the points' shape giving each point its own grid (one per cell).
     order : int
         The grid has ``2**order`` cells per side (1 to 31).
 
@@ -205,8 +206,8 @@ def hilbert_key(
         raise ValueError(f"order must be in 1..31, got {order}")
     side = (1 << order) - 1
     xmin, ymin, xmax, ymax = bounds
-    sx = side / max(xmax - xmin, 1e-300)
-    sy = side / max(ymax - ymin, 1e-300)
+    sx = side / np.maximum(np.subtract(xmax, xmin), 1e-300)
+    sy = side / np.maximum(np.subtract(ymax, ymin), 1e-300)
     xi = np.clip(np.rint((np.asarray(x) - xmin) * sx), 0, side).astype(np.int64)
     yi = np.clip(np.rint((np.asarray(y) - ymin) * sy), 0, side).astype(np.int64)
     key = np.zeros(xi.shape, dtype=np.int64)
@@ -563,6 +564,124 @@ def _sample_centres(rng: np.random.Generator, cell: ZipCell, n: int) -> np.ndarr
     return np.concatenate(found)[:n]
 
 
+@dataclass(frozen=True)
+class _CellDraws:
+    """The random draws of one cell, in the order its generator makes them."""
+
+    cell: ZipCell
+    street_angle: float
+    centres: np.ndarray
+    use: np.ndarray
+    area: np.ndarray
+    aspect_draw: np.ndarray
+    aligned_draw: np.ndarray
+    turn_draw: np.ndarray
+    angle_normal: np.ndarray
+    angle_uniform: np.ndarray
+    height_draw: np.ndarray
+    height_null_draw: np.ndarray
+    year_draw: np.ndarray
+    year_null_draw: np.ndarray
+
+
+def _draw_cell(cell: ZipCell, count: int, seed: int) -> _CellDraws:
+    """Make every random draw of one cell with the cell's own generator (seeded by seed, index)."""
+    rng = np.random.default_rng([seed, cell.index])
+    street_angle = float(rng.uniform(0.0, np.pi / 2))
+    centres = _sample_centres(rng, cell, count)
+    use = rng.choice(len(USE_TYPES), size=count, p=_USE_P).astype(np.int8)
+    area = rng.lognormal(np.log(_AREA_MEDIAN[use]), _AREA_SIGMA[use])
+    aspect_draw = rng.exponential(0.45, count)
+    aligned_draw = rng.random(count)
+    turn_draw = rng.random(count)
+    # both drawn for every building (the mix below picks one): keeps the stream fixed
+    angle_normal = rng.normal(0.0, np.radians(3.0), count)
+    angle_uniform = rng.uniform(0.0, np.pi, count)
+    height_draw = rng.lognormal(np.log(_HEIGHT_MEDIAN[use]), _HEIGHT_SIGMA[use])
+    height_null_draw = rng.random(count)
+    year_draw = rng.exponential(60.0, count)
+    year_null_draw = rng.random(count)
+    return _CellDraws(
+        cell,
+        street_angle,
+        centres,
+        use,
+        area,
+        aspect_draw,
+        aligned_draw,
+        turn_draw,
+        angle_normal,
+        angle_uniform,
+        height_draw,
+        height_null_draw,
+        year_draw,
+        year_null_draw,
+    )
+
+
+def _assemble(draws: list[_CellDraws], first_number: int) -> BuildingBatch:
+    """Turn the draws of consecutive cells into buildings, with numpy over all of them at once.
+
+    Every step is element by element (or per cell, for the Hilbert sort), so a building does
+    not depend on which other cells share the call: generating cells one by one or in groups
+    gives the same bytes. One call per group keeps the cost per cell small when cells hold
+    few buildings (30,003 cells for every state).
+    """
+    counts = np.array([len(d.use) for d in draws], dtype=np.int64)
+    total = int(counts.sum())
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(d, name) for d in draws])
+
+    def per_cell(values: list) -> np.ndarray:
+        return np.repeat(np.asarray(values), counts)
+
+    centres = np.concatenate([d.centres for d in draws]).reshape(total, 2)
+    use = cat("use")
+    area = np.clip(cat("area"), *FOOTPRINT_RANGE_M2)
+    aspect = np.minimum(1.0 + cat("aspect_draw"), 4.0)
+    length = np.sqrt(area * aspect)
+    width = area / length
+    aligned = cat("aligned_draw") < 0.8
+    turn = (cat("turn_draw") < 0.5) * (np.pi / 2)
+    street_angle = per_cell([d.street_angle for d in draws])
+    angle = np.where(aligned, street_angle + turn + cat("angle_normal"), cat("angle_uniform"))
+    height = np.clip(np.round(cat("height_draw"), 1), 2.5, 250.0)
+    height[cat("height_null_draw") < _HEIGHT_NULL_P] = np.nan
+    year = np.maximum(_YEAR_NEWEST - np.floor(cat("year_draw")), _YEAR_OLDEST)
+    year = year.astype(np.int64)
+    year[cat("year_null_draw") < _YEAR_NULL_P] = 0
+
+    # corners: centre +- half length along the angle +- half width across it (CCW ring)
+    m_lon, m_lat = _metres_per_degree(centres[:, 1])
+    hl, hw = length / 2.0, width / 2.0
+    cos, sin = np.cos(angle), np.sin(angle)
+    ax, ay = hl * cos, hl * sin  # half-length vector, metres
+    bx, by = -hw * sin, hw * cos  # half-width vector, metres
+    sign_a = np.array([-1.0, 1.0, 1.0, -1.0, -1.0])
+    sign_b = np.array([-1.0, -1.0, 1.0, 1.0, -1.0])
+    dx = (sign_a * ax[:, None] + sign_b * bx[:, None]) / m_lon[:, None]
+    dy = (sign_a * ay[:, None] + sign_b * by[:, None]) / m_lat[:, None]
+    coords = np.stack([centres[:, :1] + dx, centres[:, 1:] + dy], axis=-1)
+
+    # sort each cell's buildings along a Hilbert curve over the cell's own bounds: 2**10
+    # steps across a cell, a few metres, plenty to group neighbours into leaves
+    bounds = np.array([d.cell.boundary.bounds for d in draws])
+    per_row = [np.repeat(bounds[:, k], counts) for k in range(4)]
+    key = hilbert_key(centres[:, 0], centres[:, 1], tuple(per_row), order=10)
+    position = np.repeat(np.arange(len(draws)), counts)
+    order = np.lexsort((key, position))  # stable: by cell, then along its curve
+    return BuildingBatch(
+        number=np.arange(first_number, first_number + total, dtype=np.int64),
+        coords=coords[order],
+        footprint_m2=(length * width)[order],
+        height_m=height[order],
+        year_built=year[order],
+        use_type=use[order],
+        zip_index=per_cell([d.cell.index for d in draws]).astype(np.int32),
+    )
+
+
 def generate_cell(cell: ZipCell, count: int, seed: int, first_number: int) -> BuildingBatch:
     """Generate the ``count`` buildings of one cell with the cell's own random generator.
 
@@ -589,55 +708,7 @@ def generate_cell(cell: ZipCell, count: int, seed: int, first_number: int) -> Bu
     >>> batch.coords.shape, batch.number.tolist()
     ((3, 5, 2), [1, 2, 3])
     """
-    rng = np.random.default_rng([seed, cell.index])
-    street_angle = rng.uniform(0.0, np.pi / 2)
-    centres = _sample_centres(rng, cell, count)
-    use = rng.choice(len(USE_TYPES), size=count, p=_USE_P).astype(np.int8)
-
-    area = rng.lognormal(np.log(_AREA_MEDIAN[use]), _AREA_SIGMA[use])
-    area = np.clip(area, *FOOTPRINT_RANGE_M2)
-    aspect = np.minimum(1.0 + rng.exponential(0.45, count), 4.0)
-    length = np.sqrt(area * aspect)
-    width = area / length
-    aligned = rng.random(count) < 0.8
-    turn = (rng.random(count) < 0.5) * (np.pi / 2)
-    angle = np.where(
-        aligned,
-        street_angle + turn + rng.normal(0.0, np.radians(3.0), count),
-        rng.uniform(0.0, np.pi, count),
-    )
-    height = np.round(rng.lognormal(np.log(_HEIGHT_MEDIAN[use]), _HEIGHT_SIGMA[use]), 1)
-    height = np.clip(height, 2.5, 250.0)
-    height[rng.random(count) < _HEIGHT_NULL_P] = np.nan
-    year = np.maximum(_YEAR_NEWEST - np.floor(rng.exponential(60.0, count)), _YEAR_OLDEST)
-    year = year.astype(np.int64)
-    year[rng.random(count) < _YEAR_NULL_P] = 0
-
-    # corners: centre +- half length along the angle +- half width across it (CCW ring)
-    m_lon, m_lat = _metres_per_degree(centres[:, 1])
-    hl, hw = length / 2.0, width / 2.0
-    cos, sin = np.cos(angle), np.sin(angle)
-    ax, ay = hl * cos, hl * sin  # half-length vector, metres
-    bx, by = -hw * sin, hw * cos  # half-width vector, metres
-    sign_a = np.array([-1.0, 1.0, 1.0, -1.0, -1.0])
-    sign_b = np.array([-1.0, -1.0, 1.0, 1.0, -1.0])
-    dx = (sign_a * ax[:, None] + sign_b * bx[:, None]) / m_lon[:, None]
-    dy = (sign_a * ay[:, None] + sign_b * by[:, None]) / m_lat[:, None]
-    coords = np.stack([centres[:, :1] + dx, centres[:, 1:] + dy], axis=-1)
-
-    # 2**10 steps across a cell: a few metres, plenty to group neighbours into leaves
-    order = np.argsort(
-        hilbert_key(centres[:, 0], centres[:, 1], cell.boundary.bounds, order=10), kind="stable"
-    )
-    return BuildingBatch(
-        number=np.arange(first_number, first_number + count, dtype=np.int64),
-        coords=coords[order],
-        footprint_m2=(length * width)[order],
-        height_m=height[order],
-        year_built=year[order],
-        use_type=use[order],
-        zip_index=np.full(count, cell.index, dtype=np.int32),
-    )
+    return _assemble([_draw_cell(cell, count, seed)], first_number)
 
 
 def cell_order(cells: tuple[ZipCell, ...]) -> np.ndarray:
@@ -705,12 +776,19 @@ def iter_buildings(
     pending: list[BuildingBatch] = []
     pending_rows = 0
     number = 1
-    for i in cell_order(cells):
-        if counts[i] == 0:
+    draws: list[_CellDraws] = []
+    drawn = 0
+    order = [int(i) for i in cell_order(cells) if counts[i]]
+    for k, i in enumerate(order):
+        # draw cell by cell, build the rows of a batch's worth of cells at once
+        draws.append(_draw_cell(cells[i], int(counts[i]), seed))
+        drawn += int(counts[i])
+        if pending_rows + drawn < batch_size and k + 1 < len(order):
             continue
-        pending.append(generate_cell(cells[i], int(counts[i]), seed, number))
-        number += int(counts[i])
-        pending_rows += int(counts[i])
+        pending.append(_assemble(draws, number))
+        number += drawn
+        pending_rows += drawn
+        draws, drawn = [], 0
         if pending_rows < batch_size:
             continue
         rows = BuildingBatch.concat(pending)

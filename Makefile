@@ -16,9 +16,11 @@ export DATABASE_URL
 setup:
 	@bash scripts/bootstrap.sh
 
+# `make demo STATE=RI` generates, analyses and reports Rhode Island instead of Massachusetts;
+# a database that already holds other states stops with a message saying what to do.
 data: setup
 	$(PY) manage.py migrate --no-input -v 0
-	$(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --if-missing
+	$(PY) manage.py generate_buildings --states $(STATE) --buildings $(BUILDINGS) --seed $(SEED) --if-missing
 
 NOTEBOOK_PARAMETERS ?=
 export NOTEBOOK_PARAMETERS

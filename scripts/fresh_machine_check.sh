@@ -72,6 +72,9 @@ fi
 
 SUDO=""
 [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+# Installed, not merely known to dpkg (`dpkg -s` also succeeds for a removed package whose
+# configuration files are still there).
+is_installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
 command -v git >/dev/null || die "git is needed"
 COMMIT=$(git -C "$ROOT" rev-parse HEAD)
 if [[ -n $(git -C "$ROOT" status --porcelain --untracked-files=no) ]]; then
@@ -81,7 +84,7 @@ fi
 # --- the package plan -------------------------------------------------------------------------
 installed=()
 for pkg in "${PACKAGES[@]}"; do
-    if dpkg -s "$pkg" >/dev/null 2>&1; then installed+=("$pkg"); fi
+    if is_installed "$pkg"; then installed+=("$pkg"); fi
 done
 
 # What `apt-get purge` of our packages and then `apt-get autoremove` would remove, minus what
@@ -94,7 +97,7 @@ if [[ -z $keep_packages && ${#installed[@]} -gt 0 ]]; then
         <(printf '%s\n' "${baseline[@]}" | sed '/^$/d' | sort -u))
     mapfile -t manual < <(apt-mark showmanual 2>/dev/null | sort -u)
     for pkg in "${COMPANIONS[@]}"; do
-        if dpkg -s "$pkg" >/dev/null 2>&1 && ! printf '%s\n' "${manual[@]}" | grep -qx -- "$pkg" &&
+        if is_installed "$pkg" && ! printf '%s\n' "${manual[@]}" | grep -qx -- "$pkg" &&
             ! printf '%s\n' "${removal[@]}" | grep -qx -- "$pkg"; then
             removal+=("$pkg")
         fi
@@ -110,6 +113,11 @@ if [[ -z $keep_packages && ${#installed[@]} -gt 0 ]]; then
         fi
     done
     ((${#refused[@]} == 0)) || die "refusing: apt would also remove ${refused[*]}"
+    # Purging exactly this list must remove exactly this list (no reverse dependency of
+    # something else dragged along).
+    if [[ $(simulate purge "${removal[@]}" | tr '\n' ' ') != "$(printf '%s\n' "${removal[@]}" | sort -u | tr '\n' ' ')" ]]; then
+        die "refusing: purging ${removal[*]} would remove more: $(comm -13 <(printf '%s\n' "${removal[@]}" | sort -u) <(simulate purge "${removal[@]}") | tr '\n' ' ')"
+    fi
 fi
 
 WORK_PARENT=${FRESH_CHECK_DIR:-${TMPDIR:-/tmp}}
@@ -147,10 +155,32 @@ fi
 # --- the run ------------------------------------------------------------------------------------
 WORK=$(mktemp -d "$WORK_PARENT/fresh-check.XXXXXX")
 chmod 755 "$WORK" # the PostgreSQL server runs as `postgres` in a directory under $WORK/tmp
+purged="" reinstalled=() restored=()
+# Put back what the machine had and the run did not install again (e.g. PostGIS when no test
+# needed it), so that the check leaves the machine as it found it; also on failure or Ctrl-C.
+restore_packages() {
+    [[ -n $purged ]] || return 0
+    purged=""
+    local pkg
+    for pkg in "${installed[@]}"; do
+        if is_installed "$pkg"; then reinstalled+=("$pkg"); else restored+=("$pkg"); fi
+    done
+    ((${#restored[@]})) || return 0
+    say "reinstalling what the run did not: ${restored[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=300 "${restored[@]}" >"$LOGS/apt-restore.log" 2>&1; then
+        keep_workdir=1
+        say "warning: reinstalling failed; run: apt-get install ${restored[*]} (log: $LOGS/apt-restore.log)"
+    fi
+}
 cleanup() {
     local rc=$?
+    trap - INT TERM
+    restore_packages
     if [[ -z $keep_workdir && -d $WORK ]]; then
         rm -rf -- "$WORK"
+    elif [[ -d $WORK ]]; then
+        say "kept the work directory and its logs: $WORK"
     fi
     exit "$rc"
 }
@@ -176,13 +206,14 @@ done
 
 if ((${#removal[@]})); then
     say "removing ${#removal[@]} Debian packages (log: $LOGS/apt-purge.log)"
+    purged=1
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get purge -y -o DPkg::Lock::Timeout=300 \
         "${removal[@]}" >"$LOGS/apt-purge.log" 2>&1 || {
         tail -n 30 "$LOGS/apt-purge.log" >&2
         die "apt-get purge failed (log above)"
     }
     for pkg in "${PACKAGES[@]}"; do
-        ! dpkg -s "$pkg" >/dev/null 2>&1 || die "$pkg is still installed after apt-get purge"
+        ! is_installed "$pkg" || die "$pkg is still installed after apt-get purge"
     done
 fi
 
@@ -217,20 +248,7 @@ overall=0
 run_step test "$LOGS/make-test.log" "${test_cmd[@]}" || overall=1
 run_step demo "$LOGS/make-demo.log" "${demo_cmd[@]}" || overall=1
 
-reinstalled=() restored=()
-if ((${#removal[@]})); then
-    # Put back what the machine had and the run did not reinstall (e.g. PostGIS when no test
-    # needed it), so that the check leaves the machine as it found it.
-    for pkg in "${installed[@]}"; do
-        if dpkg -s "$pkg" >/dev/null 2>&1; then reinstalled+=("$pkg"); else restored+=("$pkg"); fi
-    done
-    if ((${#restored[@]})); then
-        say "reinstalling what the run did not: ${restored[*]}"
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
-            -o DPkg::Lock::Timeout=300 "${restored[@]}" >"$LOGS/apt-restore.log" 2>&1 ||
-            say "warning: reinstalling failed (log: $LOGS/apt-restore.log)"
-    fi
-fi
+restore_packages
 
 nothing=none
 if [[ -n $keep_packages ]]; then nothing="n/a (--keep-packages)"; fi

@@ -48,7 +48,9 @@ usage() {
 }
 
 ensure_installed() {
-    if dpkg -s "$PG_PACKAGE" >/dev/null 2>&1 && [[ -x $PG_BIN/initdb ]]; then
+    # installed, not merely known to dpkg (a removed package's leftover config files)
+    if [[ $(dpkg-query -W -f='${Status}' "$PG_PACKAGE" 2>/dev/null) == "install ok installed" &&
+        -x $PG_BIN/initdb ]]; then
         return
     fi
     say "installing $PG_PACKAGE with apt"

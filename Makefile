@@ -11,14 +11,16 @@ STATE ?= MA
 STRATEGY ?= sweep
 export DATABASE_URL
 
-.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-generate bench-loaders bench-per-zip bench-postgis memory-demo format clean
+.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-generate bench-loaders bench-per-zip bench-postgis memory-demo format clean fresh-check
 
 setup:
 	@bash scripts/bootstrap.sh
 
+# `make demo STATE=RI` generates, analyses and reports Rhode Island instead of Massachusetts;
+# a database that already holds other states stops with a message saying what to do.
 data: setup
 	$(PY) manage.py migrate --no-input -v 0
-	$(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --if-missing
+	$(PY) manage.py generate_buildings --states $(STATE) --buildings $(BUILDINGS) --seed $(SEED) --if-missing
 
 NOTEBOOK_PARAMETERS ?=
 export NOTEBOOK_PARAMETERS
@@ -76,3 +78,10 @@ format: setup
 
 clean:
 	rm -rf reports/ .pytest_cache .ruff_cache
+
+# Not part of .ci/run: `make test` and `make demo` in a throwaway clone after removing what the
+# project installs on a machine, Debian packages included (scripts/fresh_machine_check.sh).
+# It refuses to run without one of: FRESH_CHECK_ARGS=--yes | --dry-run | "--yes --keep-packages".
+FRESH_CHECK_ARGS ?=
+fresh-check:
+	bash scripts/fresh_machine_check.sh $(FRESH_CHECK_ARGS)

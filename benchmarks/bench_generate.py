@@ -1,4 +1,4 @@
-"""Benchmark ``generate_massachusetts``: the naive per-row insert against the project's path.
+"""Benchmark ``generate_buildings``: the naive per-row insert against the project's path.
 
 Each variant runs in its own child process (so peak RSS is its own) on its own
 database: SpatiaLite files under ``data/bench_generate/`` (copies of one migrated
@@ -19,16 +19,23 @@ template), or, when ``DATABASE_URL`` is a ``postgis://`` URL, that database
 On PostGIS only ``naive`` (COPY with the GiST index in place) and ``packed`` (index
 dropped and recreated) differ.
 
+``--regions MA ALL`` runs each variant for each ``--states`` value (default ``MA`` only):
+the same number of buildings spread over 494 ZIP codes or over the 30,003 of every
+state, with ratios against the first region (the per-cell cost of many small cells).
+
 Times cover the whole command (ZIP rows, buildings, spatial index, commit) after a
-warm-up that computes the ZIP cells (a fixed ~1 s, the ``zipcodes`` data load and
-Voronoi). After the timed part each child checks the result: row count, and on
-SpatiaLite ``rtreecheck`` and the number of R*Tree entries. The machine is shared:
+warm-up that computes the ZIP cells (the ``zipcodes`` data load and Voronoi: under 1 s
+for MA, about 2 s for ALL; printed as ``cells s``). After the timed part each child
+checks the result: row count, and on SpatiaLite ``rtreecheck`` and the number of R*Tree
+entries. The machine is shared:
 the load average is printed before and after, and ratios are within one run.
 
 Usage::
 
     .venv/bin/python benchmarks/bench_generate.py                      # 500k rows, 100k baseline
     .venv/bin/python benchmarks/bench_generate.py --buildings 100000 --repeat 3
+    .venv/bin/python benchmarks/bench_generate.py --methods packed --buildings 2000000 \
+        --regions MA ALL                                               # 494 vs 30,003 ZIPs
     DATABASE_URL=postgis://... .venv/bin/python benchmarks/bench_generate.py
 """
 
@@ -77,11 +84,14 @@ def child(args: argparse.Namespace) -> None:
     if args.method not in bulkload.METHODS:
         bulkload.METHODS = (*bulkload.METHODS, args.method)
 
-    synthetic.zip_cells()  # warm-up, not timed
+    cells0 = time.perf_counter()
+    cells = synthetic.region_cells(synthetic.parse_states(args.states))  # warm-up, not timed
+    cells_s = time.perf_counter() - cells0
     out = io.StringIO()
     cpu0, wall0 = time.process_time(), time.perf_counter()
     call_command(
-        "generate_massachusetts",
+        "generate_buildings",
+        states=args.states,
         buildings=args.buildings,
         seed=args.seed,
         method=args.method,
@@ -103,6 +113,9 @@ def child(args: argparse.Namespace) -> None:
             check = list(cursor.fetchone())
     result = {
         "method": args.method,
+        "states": args.states,
+        "zips": len(cells),
+        "cells_s": round(cells_s, 2),
         "rows": args.buildings,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
@@ -120,7 +133,7 @@ def manage(url: str, *argv: str) -> None:
     subprocess.run([sys.executable, "manage.py", *argv], cwd=ROOT, env=env, check=True)
 
 
-def run_variant(url: str, method: str, rows: int, args: argparse.Namespace) -> dict:
+def run_variant(url: str, method: str, rows: int, states: str, args: argparse.Namespace) -> dict:
     env = {**os.environ, "DATABASE_URL": url}
     cmd = [
         sys.executable,
@@ -134,6 +147,8 @@ def run_variant(url: str, method: str, rows: int, args: argparse.Namespace) -> d
         str(args.seed),
         "--batch-size",
         str(args.batch_size),
+        "--states",
+        states,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -159,9 +174,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--batch-size", type=int, default=50_000)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant (best is kept)")
+    parser.add_argument(
+        "--regions",
+        nargs="+",
+        default=["MA"],
+        help="--states values to run each variant for (default MA; e.g. MA ALL)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the SpatiaLite files")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--method", help=argparse.SUPPRESS)
+    parser.add_argument("--states", default="MA", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
@@ -184,7 +206,7 @@ def main() -> None:
         manage(f"spatialite:///{template}", "migrate", "--no-input", "-v", "0")
 
     results: list[dict] = []
-    for method in methods:
+    for states, method in [(s, m) for s in args.regions for m in methods]:
         rows = args.baseline_buildings if method == "naive" else args.buildings
         best = None
         for _ in range(args.repeat):
@@ -194,7 +216,7 @@ def main() -> None:
                 path = WORKDIR / f"{method}.sqlite3"
                 shutil.copyfile(WORKDIR / "template.sqlite3", path)
                 target = f"spatialite:///{path}"
-            result = run_variant(target, method, rows, args)
+            result = run_variant(target, method, rows, states, args)
             if not postgis:
                 result["file_mb"] = round(path.stat().st_size / 2**20)
                 if not args.keep:
@@ -207,18 +229,27 @@ def main() -> None:
         (WORKDIR / "template.sqlite3").unlink(missing_ok=True)
     print(f"[bench] load average after: {os.getloadavg()}", flush=True)
 
-    base = next((r for r in results if r["method"] == "naive"), None)
+    first = args.regions[0]
     print()
     print(
-        f"{'variant':<14} {'rows':>10} {'wall s':>8} {'cpu s':>7} {'rows/s':>9} "
-        f"{'vs naive':>9} {'peak RSS MB':>12} {'rtree':>14}"
+        f"{'variant':<14} {'states':<8} {'ZIPs':>7} {'rows':>10} {'cells s':>8} {'wall s':>8} "
+        f"{'cpu s':>7} {'rows/s':>9} {'vs naive':>9} {'vs ' + first:>9} {'peak RSS MB':>12} "
+        f"{'rtree':>14}"
     )
     for r in results:
+        base = next(
+            (b for b in results if b["method"] == "naive" and b["states"] == r["states"]), None
+        )
+        same = next(
+            (b for b in results if b["method"] == r["method"] and b["states"] == first), None
+        )
         ratio = f"{r['rows_per_s'] / base['rows_per_s']:.2f}x" if base else "-"
+        vs_first = f"{r['rows_per_s'] / same['rows_per_s']:.2f}x" if same else "-"
         rtree = "-" if r["rtree"] is None else f"{r['rtree'][0]} {r['rtree'][1]:,}"
         print(
-            f"{r['method']:<14} {r['rows']:>10,} {r['wall_s']:>8.1f} {r['cpu_s']:>7.1f} "
-            f"{r['rows_per_s']:>9,} {ratio:>9} {r['peak_rss_mb']:>12,} {rtree:>14}"
+            f"{r['method']:<14} {r['states'][:8]:<8} {r['zips']:>7,} {r['rows']:>10,} "
+            f"{r['cells_s']:>8.1f} {r['wall_s']:>8.1f} {r['cpu_s']:>7.1f} {r['rows_per_s']:>9,} "
+            f"{ratio:>9} {vs_first:>9} {r['peak_rss_mb']:>12,} {rtree:>14}"
         )
     bad = [
         r["method"] for r in results if not r["count_ok"] or (r["rtree"] and r["rtree"][0] != "ok")

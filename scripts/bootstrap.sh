@@ -9,10 +9,14 @@
 #     only when pyproject.toml changed since the last install.
 #
 # Extra Debian packages can be asked for with EXTRA_APT="pkg ...".
+#
+# Output: nothing on stdout. Progress lines and everything apt-get, dpkg, venv and pip print go
+# to stderr, so a caller that reads this script's stdout (or a later step's) never sees them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+exec 1>&2
 
-say() { printf '[setup] %s\n' "$*"; }
+say() { printf '[setup] %s\n' "$*" >&2; }
 
 need_apt=()
 dpkg -s gdal-bin >/dev/null 2>&1 || need_apt+=(gdal-bin)

@@ -16,8 +16,16 @@
 # $TMPDIR, default /tmp), listening only on 127.0.0.1 on a free port, with its unix socket in that
 # directory. The superuser is `postgres`, trusted without a password: anyone on this machine can
 # connect to the loopback port while the cluster runs, so keep no private data in it.
+#
+# Output: stdout carries only what is listed above (the command's own stdout for `run`, one
+# DATABASE_URL=... line for `start` and `status`); every progress line, apt/dpkg, initdb and
+# server message goes to stderr or to a log file in the cluster directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# fd 3 is the caller's stdout, kept for the documented output; everything else that writes to
+# stdout (apt-get, dpkg, initdb, pg_ctl, psql) lands on stderr, whatever it is.
+exec 3>&1 1>&2
 
 PG_VERSION=${PG_VERSION:-15}
 PG_BIN=/usr/lib/postgresql/$PG_VERSION/bin
@@ -40,24 +48,29 @@ usage() {
 }
 
 ensure_installed() {
-    if dpkg -s "$PG_PACKAGE" >/dev/null 2>&1 && [[ -x $PG_BIN/initdb ]]; then
+    # installed, not merely known to dpkg (a removed package's leftover config files)
+    if [[ $(dpkg-query -W -f='${Status}' "$PG_PACKAGE" 2>/dev/null) == "install ok installed" &&
+        -x $PG_BIN/initdb ]]; then
         return
     fi
     say "installing $PG_PACKAGE with apt"
     local sudo=""
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$PG_PACKAGE"
+    $sudo apt-get update -qq >&2 3>&-
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+        "$PG_PACKAGE" >&2 3>&-
     [[ -x $PG_BIN/initdb ]] || die "$PG_BIN/initdb is missing after installing $PG_PACKAGE"
 }
 
 # Run a PostgreSQL server program as the cluster owner: `postgres` when we are root (initdb and
 # the server refuse to run as root), ourselves otherwise.
+# fd 3 (the caller's stdout) is closed for them, so a server that outlives `start` never holds
+# the caller's pipe open.
 as_owner() {
     if [[ $(id -u) -eq 0 ]]; then
-        runuser -u postgres -- "$@"
+        runuser -u postgres -- "$@" 3>&-
     else
-        "$@"
+        "$@" 3>&-
     fi
 }
 
@@ -144,7 +157,7 @@ cmd_run() {
     DATABASE_URL=$(database_url "$PORT")
     say "throwaway PostGIS $(postgis_version "$PORT") at $DATABASE_URL"
     local rc=0
-    "$@" || rc=$?
+    "$@" >&3 3>&- || rc=$?
     exit "$rc"
 }
 
@@ -166,7 +179,7 @@ cmd_start() {
     if load_state; then
         if is_running; then
             say "already running (stop it with: scripts/postgis.sh stop)"
-            echo "DATABASE_URL=$DATABASE_URL"
+            echo "DATABASE_URL=$DATABASE_URL" >&3
             return
         fi
         say "removing a stale cluster record ($DIR is not running)"
@@ -188,12 +201,12 @@ cmd_start() {
     say "use it with: make demo DATABASE_URL=$url   (or: export \"\$(scripts/postgis.sh status)\")"
     CLUSTER_DIR=""
     trap - EXIT INT TERM
-    echo "DATABASE_URL=$url"
+    echo "DATABASE_URL=$url" >&3
 }
 
 cmd_status() {
     if load_state && is_running; then
-        echo "DATABASE_URL=$DATABASE_URL"
+        echo "DATABASE_URL=$DATABASE_URL" >&3
     else
         say "not running (start it with: scripts/postgis.sh start)"
         return 3

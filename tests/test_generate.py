@@ -24,6 +24,7 @@ import pytest
 import shapely
 from django.core.management import CommandError, call_command
 from django.db import connection, transaction
+from django.db.models import Count
 
 from project.buildings import bulkload, synthetic
 from project.buildings.models import Building, ZipCode
@@ -645,3 +646,237 @@ def test_memory_is_bounded_by_the_batch_not_the_table():
 def test_postgis_sequences_continue_after_explicit_ids(generated):
     extra = Building.objects.create(boundary=small_square(), footprint_m2=90.0)
     assert extra.pk == N + 1
+
+
+# --------------------------------------------------------------------------- many regions
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("RI", ("RI",)),
+        ("ri", ("RI",)),
+        ("RI,CT", ("CT", "RI")),
+        (" ct , ri ", ("CT", "RI")),
+        (["RI", "MA"], ("MA", "RI")),
+        (("DC",), ("DC",)),
+    ],
+)
+def test_parse_states_valid(value, expected):
+    assert synthetic.parse_states(value) == expected
+
+
+def test_parse_states_all_is_every_state_of_the_zipcodes_package():
+    import zipcodes
+
+    states = synthetic.parse_states("ALL")
+    assert states == synthetic.parse_states("all") == synthetic.available_states()
+    assert list(states) == sorted(states) and {"MA", "RI", "TX", "AK", "HI", "DC", "PR"} <= set(
+        states
+    )
+    standard = {r["state"] for r in zipcodes.list_all() if r["zip_code_type"] == "STANDARD"}
+    assert set(states) <= standard
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [
+        ("XX", ValueError, r"^`states` must be codes of states with ZIP codes .*'ALL'; got 'XX'$"),
+        ("RI,XX", ValueError, r"^`states` must be codes of states .*; got 'XX'$"),
+        ("RI,ri", ValueError, r"^`states` must be distinct state codes; got 'RI'$"),
+        ("", ValueError, r"^`states` must be state codes .*, without empty entries; got ''$"),
+        ("RI,", ValueError, r"^`states` must be state codes .*, without empty entries; got 'RI,'$"),
+        ([], ValueError, r"^`states` must be state codes .*, without empty entries; got \[\]$"),
+        ("ALL,RI", ValueError, r"^`states` must be either 'ALL' alone or state codes; got"),
+        (42, TypeError, r"^`states` must be a str or a list of str .*; got 42 \(int\)$"),
+        (["RI", 1], TypeError, r"^`states` must be a str or a list of str"),
+    ],
+)
+def test_parse_states_invalid(value, error, message):
+    with pytest.raises(error, match=message):
+        synthetic.parse_states(value)
+
+
+def test_several_states_tile_without_overlap_and_keep_their_own_state():
+    cells = synthetic.region_cells(("CT", "MA", "RI"))
+    alone = {s: synthetic.region_cells((s,)) for s in ("CT", "MA", "RI")}
+    assert [c.code for c in cells] == sorted(c.code for s in alone.values() for c in s)
+    assert [c.index for c in cells] == list(range(len(cells)))
+    by_code = {c.code: c for s in alone.values() for c in s}
+    assert all(by_code[c.code].state == c.state for c in cells)
+    geoms = np.array([c.boundary for c in cells])
+    assert shapely.is_valid(geoms).all()
+    assert shapely.contains_xy(geoms, [c.lon for c in cells], [c.lat for c in cells]).all()
+    # one Voronoi diagram for all: neighbours across a state line meet, they do not overlap
+    # (clipping to two outlines leaves slivers of rounding error, far below any building)
+    left, right = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = left < right
+    shared = shapely.area(shapely.intersection(geoms[left[pairs]], geoms[right[pairs]]))
+    assert shared.max() < 1e-12  # degrees², about 1e-2 m²
+    crossing = np.array(
+        [cells[a].state != cells[b].state for a, b in zip(left, right, strict=True)]
+    )
+    assert crossing[pairs].any()  # the states do border each other
+    # a cell is nearly the one of the one-state run (the shared plane's scale differs a
+    # little); only cells along a state line give up much of their area to a neighbour
+    one = np.array([by_code[c.code].boundary for c in cells])
+    iou = shapely.area(shapely.intersection(geoms, one)) / shapely.area(shapely.union(geoms, one))
+    assert np.median(iou) > 0.99 and (iou < 0.9).any()
+
+
+def test_duplicate_centroids_get_their_own_cells():
+    # two STANDARD codes in Texas share one centroid in the zipcodes package
+    import collections
+
+    import zipcodes
+
+    tx = [r for r in zipcodes.filter_by(state="TX", zip_code_type="STANDARD") if r.get("lat")]
+    repeated = [
+        k for k, n in collections.Counter((r["lat"], r["long"]) for r in tx).items() if n > 1
+    ]
+    assert repeated, "the zipcodes package no longer has a repeated centroid in Texas"
+    cells = synthetic.region_cells(("TX",))
+    assert len(cells) == len(tx)
+    points = {(c.lon, c.lat) for c in cells}
+    assert len(points) == len(cells)
+    for lat, lon in repeated:
+        near = [
+            c for c in cells if abs(c.lat - float(lat)) < 0.01 and abs(c.lon - float(lon)) < 0.01
+        ]
+        assert sum((c.lon, c.lat) == (float(lon), float(lat)) for c in near) == 1
+
+
+@pytest.mark.parametrize("states", ["RI", "CT,RI"])
+def test_many_region_buildings_are_deterministic(states):
+    whole = _concat(synthetic.iter_buildings(3000, 5, batch_size=10**6, states=states))
+    again = _concat(synthetic.iter_buildings(3000, 5, batch_size=777, states=states))
+    other = _concat(synthetic.iter_buildings(3000, 6, states=states))
+    for name in whole.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(whole, name), getattr(again, name))
+    assert not np.array_equal(whole.coords, other.coords)
+    cells = synthetic.region_cells(synthetic.parse_states(states))
+    assert set(whole.zip_index.tolist()) <= set(range(len(cells)))
+    own = np.array([cells[i].boundary for i in whole.zip_index])
+    centres = whole.coords[:, :4].mean(axis=1)
+    assert shapely.contains_xy(own, centres[:, 0], centres[:, 1]).all()
+
+
+def generate_states(states: str, **options) -> str:
+    out = io.StringIO()
+    options.setdefault("buildings", 2000)
+    options.setdefault("seed", SEED)
+    call_command("generate_buildings", states=states, no_progress=True, stdout=out, **options)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_a_small_state_end_to_end(tmp_path):
+    from analysis_lib import summarize_by_zip
+
+    out = generate_states("RI")
+    assert "generate_buildings: 2,000 buildings in 73 ZIP codes of RI (seed 7," in out
+    assert set(ZipCode.objects.values_list("state", flat=True)) == {"RI"}
+    cells = synthetic.region_cells(("RI",))
+    assert sorted(ZipCode.objects.values_list("code", flat=True)) == [c.code for c in cells]
+    first = stored_rows()
+    generate_states("RI", replace=True, batch_size=333)
+    assert stored_rows() == first
+    # the building layer's analysis finds the state and puts buildings in its ZIP codes
+    summary = summarize_by_zip("RI")
+    assert len(summary) == 73
+    assert 0.95 * 2000 < summary["n_buildings"].sum() <= 2000
+    line = io.StringIO()
+    call_command(
+        "analyze_buildings",
+        "--state",
+        "RI",
+        "--out",
+        str(tmp_path / "ri.csv"),
+        "--no-progress",
+        stdout=line,
+        stderr=io.StringIO(),
+    )
+    assert line.getvalue().startswith("RI: 73 ZIPs, ")
+
+
+@pytest.mark.django_db
+def test_several_states_in_one_database():
+    import zipcodes
+
+    expected = {
+        state: sum(
+            1
+            for r in zipcodes.filter_by(state=state, zip_code_type="STANDARD")
+            if r.get("lat") and r.get("long")
+        )
+        for state in ("CT", "RI")
+    }
+    out = generate_states("CT,RI", buildings=1000)
+    assert f"in {sum(expected.values())} ZIP codes of CT, RI" in out
+    per_state = dict(
+        ZipCode.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n")
+    )
+    assert per_state == expected
+    # the buildings of each ZIP code lie in it (their FK says so; the geometry agrees)
+    ids, geoms, _, zip_ids = building_frame()
+    zip_pks, zips = zip_frame()
+    own = zips[np.searchsorted(zip_pks, zip_ids)]
+    assert shapely.contains(own, shapely.centroid(geoms)).all()
+
+
+@pytest.mark.django_db
+def test_if_missing_fails_when_the_database_holds_other_states():
+    generate_states("RI", buildings=300)
+    with pytest.raises(
+        CommandError,
+        match=r"holds 300 buildings in RI but none in CT: pass --replace to generate",
+    ):
+        generate_states("CT,RI", if_missing=True)
+    assert "nothing to do (--if-missing)" in generate_states("RI", if_missing=True)
+    with pytest.raises(CommandError, match=r"holds 300 buildings in RI but none in MA"):
+        generate(if_missing=True)  # generate_massachusetts: the MA default
+
+
+@pytest.mark.parametrize(
+    ("states", "message"),
+    [
+        ("XX", r"^`--states` must be codes of states with ZIP codes .*; got 'XX'$"),
+        ("ALL,RI", r"^`--states` must be either 'ALL' alone or state codes; got 'ALL,RI'$"),
+        ("RI,RI", r"^`--states` must be distinct state codes; got 'RI'$"),
+        ("", r"^`--states` must be state codes .*, without empty entries; got ''$"),
+    ],
+)
+@pytest.mark.django_db
+def test_bad_states_are_command_errors(states, message):
+    with pytest.raises(CommandError, match=message):
+        generate_states(states)
+    assert Building.objects.count() == 0 and ZipCode.objects.count() == 0
+
+
+def test_generate_massachusetts_has_no_states_option():
+    from project.buildings.management.commands.generate_massachusetts import Command
+
+    parser = Command().create_parser("manage.py", "generate_massachusetts")
+    with pytest.raises(CommandError, match="unrecognized arguments: --states RI"):
+        parser.parse_args(["--states", "RI"])
+    assert Command.command_name == "generate_massachusetts"
+
+
+@pytest.mark.slow
+def test_all_states_make_valid_cells_in_bounded_memory():
+    import tracemalloc
+
+    synthetic.region_cells.cache_clear()
+    tracemalloc.start()
+    try:
+        cells = synthetic.region_cells(synthetic.parse_states("ALL"))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(cells) == len(synthetic._standard_records()) > 29_000
+    assert len({c.state for c in cells}) == len(synthetic.available_states())
+    geoms = np.array([c.boundary for c in cells])
+    assert shapely.is_valid(geoms).all() and not shapely.is_empty(geoms).any()
+    assert shapely.contains_xy(geoms, [c.lon for c in cells], [c.lat for c in cells]).all()
+    # the cells' own Python and GEOS-side memory stays a few KB per ZIP code
+    assert peak / len(cells) < 20_000

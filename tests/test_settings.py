@@ -209,6 +209,7 @@ def test_spatialite_test_database_has_spatial_metadata():
 
 
 POSTGIS_SCRIPT_PROBE = """
+import json
 import os
 import django
 from django.conf import settings
@@ -219,9 +220,17 @@ db = settings.DATABASES["default"]
 with connection.cursor() as cursor:
     cursor.execute("SELECT postgis_lib_version(), current_setting('data_directory')")
     version, data_directory = cursor.fetchone()
-print(os.environ["DATABASE_URL"], db["ENGINE"], db["HOST"], db["PORT"], version, data_directory)
+probe = [os.environ["DATABASE_URL"], db["ENGINE"], db["HOST"], db["PORT"], version, data_directory]
+print("PROBE " + json.dumps(probe))
 raise SystemExit(3)
 """
+
+
+def _probe_line(stdout: str) -> list:
+    """The probe's one ``PROBE [...]`` line; any other line on stdout is ignored."""
+    lines = [line for line in stdout.splitlines() if line.startswith("PROBE ")]
+    assert len(lines) == 1, f"expected one PROBE line on stdout, got:\n{stdout}"
+    return json.loads(lines[0].removeprefix("PROBE "))
 
 
 @pytest.mark.slow
@@ -240,12 +249,84 @@ def test_postgis_script_runs_a_command_on_a_throwaway_cluster_and_removes_it():
     )
 
     assert out.returncode == 3, out.stderr  # the command's exit code, passed through
-    url, engine, host, port, version, data_directory = out.stdout.split()
+    # The script's stdout is the command's stdout; its own lines (and apt's, on a machine where
+    # it installs PostGIS first) go to stderr. Read only the probe's line all the same.
+    assert "[postgis]" not in out.stdout
+    url, engine, host, port, version, data_directory = _probe_line(out.stdout)
     assert re.fullmatch(r"postgis://postgres@127\.0\.0\.1:\d+/buildings", url)
-    assert (engine, host, port) == (POSTGIS, "127.0.0.1", url.rsplit(":", 1)[1].split("/")[0])
+    assert (engine, host, str(port)) == (
+        POSTGIS,
+        "127.0.0.1",
+        url.rsplit(":", 1)[1].split("/")[0],
+    )
     assert version.startswith("3.")
     cluster_dir = Path(data_directory).parent
     assert cluster_dir.name.startswith("postgis-run.")
     assert not cluster_dir.exists(), "the throwaway cluster's directory was left behind"
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", int(port)), timeout=2):
         pass  # nothing listens on the cluster's port any more
+
+
+def _noisy_apt(tmp_path: Path) -> dict[str, str]:
+    """An environment whose ``apt-get`` (and ``sudo``) print dpkg-like lines on stdout.
+
+    They install nothing: the scripts under test must route that chatter to stderr, so that
+    their stdout carries only what their usage text documents.
+    """
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apt-get").write_text(
+        "#!/bin/sh\n"
+        'echo "Selecting previously unselected package noisy-$1."\n'
+        'echo "Setting up noisy-$1 ..."\n'
+    )
+    (bin_dir / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    env = _env(None)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return env
+
+
+def test_postgis_script_sends_apt_output_to_stderr(tmp_path):
+    env = _noisy_apt(tmp_path)
+    env["PG_VERSION"] = "99"  # no such PostgreSQL: the script "installs" it, then gives up
+
+    out = subprocess.run(
+        ["bash", "scripts/postgis.sh", "run", "--", "true"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert "Selecting previously unselected package noisy-" in out.stderr
+    assert "[postgis] installing postgresql-99-postgis-3 with apt" in out.stderr
+    assert "/usr/lib/postgresql/99/bin/initdb is missing" in out.stderr
+
+
+def test_bootstrap_prints_nothing_on_stdout(tmp_path):
+    import hashlib
+
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    if not (ROOT / ".venv" / f".installed-{digest}").exists():
+        pytest.skip("no up-to-date .venv here (bootstrap would reinstall the Python packages)")
+    env = _noisy_apt(tmp_path)
+    env["EXTRA_APT"] = "analysis-kit-no-such-package"  # dpkg -s fails: bootstrap "installs" it
+
+    out = subprocess.run(
+        ["bash", "scripts/bootstrap.sh"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == ""
+    assert "noisy-" in out.stderr  # apt-get ran, and its lines went to stderr
+    assert "[setup] ready: .venv" in out.stderr

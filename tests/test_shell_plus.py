@@ -135,9 +135,17 @@ def test_shell_plus_lab_serves_notebooks_and_runs_the_orm(generated_db, tmp_path
         JUPYTER_PORT=str(port),
         JUPYTER_PORT_RETRIES="0",
         JUPYTER_TOKEN=token,
-        # keep the test's server state (cookie secret, connection files) out of ~/.local
+        # keep the test's server state (cookie secret, connection files) out of ~/.local,
+        # and the user's own Jupyter and IPython set-up (a jupyter_server_config.py, kernelspecs
+        # under ~/.local/share/jupyter, profile startup files) out of the test: it must pass
+        # on a machine where nothing was configured, and not only there
         JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"),
+        JUPYTER_DATA_DIR=str(tmp_path / "jupyter-data"),
+        IPYTHONDIR=str(tmp_path / "ipython"),
     )
+    for inherited in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):
+        env.pop(inherited, None)
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # the project must set it up, not the test
     log = tmp_path / "shell_plus.log"
     with log.open("w") as out:
@@ -162,7 +170,7 @@ def test_shell_plus_lab_serves_notebooks_and_runs_the_orm(generated_db, tmp_path
         assert {"01_buildings_per_zip.ipynb", "02_memory_over_time.ipynb"} <= committed
         assert committed <= names
 
-        # shell_plus wrote its kernelspec; the notebooks name the standard one
+        # shell_plus writes its kernelspec when it starts; the notebooks name the standard one
         specs = server.request("GET", "/api/kernelspecs")["kernelspecs"]
         assert {"python3", "django_extensions"} <= set(specs)
 

@@ -1,154 +1,19 @@
-"""``manage.py generate_massachusetts``: a deterministic synthetic Massachusetts.
+"""``manage.py generate_massachusetts``: ``generate_buildings --states MA``, without ``--states``.
 
-ZIP areas are the Voronoi cells of the real Massachusetts ZIP centroids clipped to
-a state outline; buildings are rotated rectangles generated cell by cell from a
-random generator seeded with ``(seed, cell index)`` (see
-:mod:`project.buildings.synthetic`), written by :mod:`project.buildings.bulkload`.
-
-Everything happens in one ``transaction.atomic`` block: if anything fails, the
-database is left as it was (with ``--replace``, the old rows are only gone once
-the new load has succeeded). Inside an outer transaction (a pytest-django test
-without ``transaction=True``, or a caller's own ``atomic``) the block is a
-savepoint and behaves the same.
+Kept as the Makefile's and the README's command; see
+:mod:`project.buildings.management.commands.generate_buildings` for everything it does.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from project.buildings.management.commands import generate_buildings
 
 
-class Command(BaseCommand):
+class Command(generate_buildings.Command):
     help = (
         "Generate a deterministic synthetic Massachusetts: 494 ZIP code areas (Voronoi cells "
-        "of the real ZIP centroids) and N building footprints, loaded in one transaction."
+        "of the real ZIP centroids) and N building footprints, loaded in one transaction "
+        "(generate_buildings --states MA)."
     )
-
-    def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument(
-            "--buildings",
-            type=int,
-            default=2_000_000,
-            help="Number of buildings (default 2,000,000, about Massachusetts).",
-        )
-        parser.add_argument("--seed", type=int, default=42, help="Random seed, >= 0 (default 42).")
-        group = parser.add_mutually_exclusive_group()
-        group.add_argument(
-            "--replace",
-            action="store_true",
-            help="Delete existing ZIP codes and buildings first (only once the new load succeeds).",
-        )
-        group.add_argument(
-            "--if-missing",
-            action="store_true",
-            help="Do nothing if buildings already exist.",
-        )
-        parser.add_argument(
-            "--batch-size",
-            type=int,
-            default=50_000,
-            help="Rows per insert batch (memory bound; the data do not depend on it).",
-        )
-        parser.add_argument(
-            "--method",
-            choices=["packed", "rebuild", "naive"],
-            default="packed",
-            help=(
-                "How the spatial index is built: packed (bulk-loaded R*Tree, default), rebuild "
-                "(SpatiaLite CreateSpatialIndex after the load) or naive (per-row triggers; "
-                "benchmark baseline). PostGIS always uses COPY."
-            ),
-        )
-        parser.add_argument("--no-progress", action="store_true", help="Hide the progress bar.")
-
-    def handle(self, *args: Any, **options: Any) -> None:
-        import shapely
-        from django.contrib.gis.geos import GEOSGeometry
-        from django.core.management.color import no_style
-        from django.db import DEFAULT_DB_ALIAS, connections, transaction
-        from tqdm import tqdm
-
-        from project.buildings import bulkload, synthetic
-        from project.buildings.models import Building, ZipCode
-
-        n = options["buildings"]
-        seed = options["seed"]
-        batch_size = options["batch_size"]
-        if n < 0:
-            raise CommandError(f"--buildings must be >= 0, got {n}")
-        if seed < 0:
-            raise CommandError(f"--seed must be >= 0, got {seed}")
-        if batch_size <= 0:
-            raise CommandError(f"--batch-size must be > 0, got {batch_size}")
-        # argparse checks these on the command line; call_command() passes options past it
-        if options["method"] not in bulkload.METHODS:
-            raise CommandError(
-                f"--method must be one of {', '.join(bulkload.METHODS)}, got {options['method']!r}"
-            )
-        if options["replace"] and options["if_missing"]:
-            raise CommandError("--replace and --if-missing exclude each other: pass one of them")
-        verbosity = options.get("verbosity", 1)
-        using = options.get("database") or DEFAULT_DB_ALIAS
-        connection = connections[using]
-
-        start = time.perf_counter()
-        cells = synthetic.zip_cells("MA")
-        with transaction.atomic(using=using):
-            n_buildings = Building.objects.using(using).count()
-            n_zips = ZipCode.objects.using(using).count()
-            if options["if_missing"] and n_buildings:
-                if verbosity >= 1:
-                    self.stdout.write(
-                        f"generate_massachusetts: the database already holds {n_buildings:,} "
-                        "buildings; nothing to do (--if-missing)."
-                    )
-                return
-            if (n_buildings or n_zips) and not options["replace"]:
-                raise CommandError(
-                    f"the database already holds {n_buildings:,} buildings and {n_zips:,} ZIP "
-                    "codes: pass --replace to overwrite them, or --if-missing to keep them"
-                )
-            if options["replace"]:
-                bulkload.delete_all(using)
-            ZipCode.objects.using(using).bulk_create(
-                ZipCode(
-                    id=cell.index + 1,
-                    code=cell.code,
-                    state="MA",
-                    city=cell.city,
-                    county=cell.county,
-                    boundary=GEOSGeometry(shapely.to_wkb(cell.boundary, hex=True), srid=4326),
-                )
-                for cell in cells
-            )
-            zip_pk = [cell.index + 1 for cell in cells]
-            with tqdm(
-                total=n,
-                unit=" bldg",
-                unit_scale=True,
-                disable=options["no_progress"] or verbosity < 1,
-                desc="buildings",
-            ) as bar:
-                stats = bulkload.load_buildings(
-                    synthetic.iter_buildings(n, seed, batch_size),
-                    zip_pk,
-                    method=options["method"],
-                    using=using,
-                    on_batch=bar.update,
-                )
-            # explicit ids: move the sequences past them (no-op on SQLite)
-            with connection.cursor() as cursor:
-                for sql in connection.ops.sequence_reset_sql(no_style(), [ZipCode, Building]):
-                    cursor.execute(sql)
-        seconds = time.perf_counter() - start
-        if verbosity < 1:
-            return
-        rate = stats.rows / seconds if seconds > 0 else float("inf")
-        self.stdout.write(
-            f"generate_massachusetts: {stats.rows:,} buildings in {len(cells)} ZIP codes "
-            f"(seed {seed}, {connection.vendor}, method {stats.method}) in {seconds:.1f} s: "
-            f"{rate:,.0f} rows/s including the spatial index "
-            f"(inserts {stats.insert_seconds:.1f} s, index {stats.index_seconds:.1f} s)."
-        )
+    command_name = "generate_massachusetts"
+    takes_states = False

@@ -771,7 +771,7 @@ def generate_states(states: str, **options) -> str:
 
 @pytest.mark.django_db
 def test_a_small_state_end_to_end(tmp_path):
-    from analysis_lib import summarize_by_zip
+    from project.buildings.analysis import summarize_by_zip
 
     out = generate_states("RI")
     assert "generate_buildings: 2,000 buildings in 73 ZIP codes of RI (seed 7," in out

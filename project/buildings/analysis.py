@@ -84,7 +84,10 @@ def resolve_zips(zips: QuerySet | str, argument: str = "zips") -> QuerySet:
         if not qs.exists():
             present = sorted(ZipCode.objects.order_by().values_list("state", flat=True).distinct())
             where = f"states present: {', '.join(present)}" if present else "the table is empty"
-            raise ValueError(f"no ZIP codes for state {state!r} in the database ({where})")
+            raise ValueError(
+                f"no ZIP codes for state {state!r} in the database ({where}); generate them with "
+                f"`python manage.py generate_buildings --states {state} --replace`"
+            )
         return qs.order_by("code")
     if not isinstance(zips, QuerySet) or not issubclass(zips.model, ZipCode):
         raise TypeError(

@@ -316,7 +316,7 @@ def parse_states(value: str | Sequence[str], name: str = "states") -> tuple[str,
     >>> len(parse_states("ALL"))
     54
     """
-    from analysis_lib._checks import fail_type, fail_value
+    from analysis_lib.checks import fail_type, fail_value
 
     expected = "state codes such as 'RI' or 'RI,CT', or 'ALL'"
     if isinstance(value, str):

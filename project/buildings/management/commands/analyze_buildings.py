@@ -174,12 +174,12 @@ class Command(BaseCommand):
         if not has_zips:
             raise CommandError(
                 "the database has no ZIP codes: generate data with `python manage.py "
-                "generate_massachusetts` or load it with `python manage.py import_geodata`"
+                "generate_buildings --states MA` or load it with `python manage.py import_geodata`"
             )
         if not has_buildings:
             raise CommandError(
                 "the database has no buildings: generate data with `python manage.py "
-                "generate_massachusetts` or load it with `python manage.py import_geodata`"
+                "generate_buildings --states MA` or load it with `python manage.py import_geodata`"
             )
         if len(state) != 2 or not state.isalpha():
             raise CommandError(f"--state {state!r}: expected a two-letter state code such as MA")
@@ -187,7 +187,8 @@ class Command(BaseCommand):
             present = sorted(ZipCode.objects.order_by().values_list("state", flat=True).distinct())
             raise CommandError(
                 f"no ZIP codes for state {state!r} in the database; states present: "
-                f"{', '.join(present)}"
+                f"{', '.join(present)}; generate them with `python manage.py generate_buildings "
+                f"--states {state} --replace`"
             )
 
     def _draw_map(self, summary, state: str, path: Path) -> Path:

@@ -39,8 +39,8 @@ _VALUE = np.dtype(np.float64)
 # the stable sort's order (8) and the values grouped by region (8).
 _WORK_BYTES = 28
 _MIN_GROUP = 64  # values: a floor so that a tiny limit still makes progress
-_KEY_BITS = 16  # bits of the sort key resolved per selection pass (a 65,536-bin histogram)
 _SIGN = np.uint64(1 << 63)
+_RUN_OVERHEAD = 400  # bytes of Python objects per run held in memory (three arrays, one object)
 
 
 def _write_all(fd: int, array: np.ndarray, offset: int) -> int:
@@ -92,7 +92,7 @@ class _MemoryRun:
 
     def __init__(self, values: np.ndarray, regions: np.ndarray, offsets: np.ndarray) -> None:
         self.values, self.regions, self.offsets = values, regions, offsets
-        self.nbytes = values.nbytes + regions.nbytes + offsets.nbytes
+        self.nbytes = values.nbytes + regions.nbytes + offsets.nbytes + _RUN_OVERHEAD
 
     def segment(self, lo: int, hi: int) -> tuple[np.ndarray, int, int]:
         """Return the counts of regions ``lo..hi-1`` and where their values start and stop."""
@@ -429,22 +429,24 @@ class MedianStore:
 
     def _select(self, runs: list[Any], region: int, rank: int, capacity: int) -> float:
         """Return the value of 0-based ``rank`` in ``region``'s sorted values, reading blocks."""
+        # Bits of the key resolved per pass: 16 (a 1 MiB histogram and its bincount) when that
+        # is small next to the limit, else 8 (4 KiB), at the price of more passes.
+        bits = 16 if self.memory_limit >= 16 * 2**20 else 8
         prefix, shift = 0, 64
         while True:
-            shift -= _KEY_BITS
-            histogram = np.zeros(2**_KEY_BITS, np.int64)
+            shift -= bits
+            histogram = np.zeros(2**bits, np.int64)
             for block in self._blocks(runs, region, capacity):
                 keys = _sort_keys(block)
-                if shift < 64 - _KEY_BITS:
-                    keys = keys[(keys >> (shift + _KEY_BITS)) == prefix]
+                if shift < 64 - bits:
+                    keys = keys[(keys >> (shift + bits)) == prefix]
                 histogram += np.bincount(
-                    ((keys >> shift) & (2**_KEY_BITS - 1)).astype(np.intp),
-                    minlength=2**_KEY_BITS,
+                    ((keys >> shift) & (2**bits - 1)).astype(np.intp), minlength=2**bits
                 )
             below = np.cumsum(histogram)
             digit = int(np.searchsorted(below, rank, side="right"))
             rank -= int(below[digit - 1]) if digit else 0
-            prefix = (prefix << _KEY_BITS) | digit
+            prefix = (prefix << bits) | digit
             if shift == 0:  # the whole key is known: every candidate has this value
                 return _key_value(prefix)
             if histogram[digit] <= capacity:

@@ -94,12 +94,21 @@ class _MemoryRun:
         self.values, self.regions, self.offsets = values, regions, offsets
         self.nbytes = values.nbytes + regions.nbytes + offsets.nbytes + _RUN_OVERHEAD
 
-    def segment(self, lo: int, hi: int) -> tuple[np.ndarray, int, int]:
-        """Return the counts of regions ``lo..hi-1`` and where their values start and stop."""
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Return where the values of regions ``lo..hi-1`` start and stop."""
         first, last = np.searchsorted(self.regions, (lo, hi))
-        counts = np.zeros(hi - lo, np.int64)
-        counts[self.regions[first:last] - lo] = np.diff(self.offsets[first : last + 1])
-        return counts, int(self.offsets[first]), int(self.offsets[last])
+        return int(self.offsets[first]), int(self.offsets[last])
+
+    def labels(self, lo: int, hi: int, labels: np.ndarray, counts: np.ndarray) -> None:
+        """Fill ``labels`` with the region (minus ``lo``) of each value of regions ``lo..hi-1``.
+
+        Also add those regions' counts to ``counts`` (indexed from ``lo``).
+        """
+        first, last = np.searchsorted(self.regions, (lo, hi))
+        run_counts = np.diff(self.offsets[first : last + 1])
+        local = self.regions[first:last] - lo
+        counts[local] += run_counts  # each region once per run
+        labels[...] = np.repeat(local.astype(labels.dtype), run_counts)
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         """Copy values ``start:stop`` into ``out``."""
@@ -118,11 +127,27 @@ class _DiskRun:
     def __init__(self, spill: _SpillFile, values_at: int, index_at: int) -> None:
         self.spill, self.values_at, self.index_at = spill, values_at, index_at
 
-    def segment(self, lo: int, hi: int) -> tuple[np.ndarray, int, int]:
-        """Return the counts of regions ``lo..hi-1`` and where their values start and stop."""
+    def offsets(self, lo: int, hi: int) -> np.ndarray:
+        """Return the offsets of regions ``lo..hi`` (``hi - lo + 1`` values)."""
         offsets = np.empty(hi - lo + 1, np.int64)
         _read_into(self.spill.index_fd, offsets, self.index_at + 8 * lo)
-        return np.diff(offsets), int(offsets[0]), int(offsets[-1])
+        return offsets
+
+    def span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Return where the values of regions ``lo..hi-1`` start and stop."""
+        ends = np.empty(2, np.int64)
+        _read_into(self.spill.index_fd, ends[:1], self.index_at + 8 * lo)
+        _read_into(self.spill.index_fd, ends[1:], self.index_at + 8 * hi)
+        return int(ends[0]), int(ends[1])
+
+    def labels(self, lo: int, hi: int, labels: np.ndarray, counts: np.ndarray) -> None:
+        """Fill ``labels`` with the region (minus ``lo``) of each value of regions ``lo..hi-1``.
+
+        Also add those regions' counts to ``counts`` (indexed from ``lo``).
+        """
+        run_counts = np.diff(self.offsets(lo, hi))
+        counts += run_counts
+        labels[...] = np.repeat(np.arange(hi - lo, dtype=labels.dtype), run_counts)
 
     def read(self, start: int, stop: int, out: np.ndarray) -> None:
         """Read values ``start:stop`` into ``out``."""
@@ -346,11 +371,12 @@ class MedianStore:
         for lo, hi in _plan_groups(counts, self._group_capacity()):
             if hi - lo == 1:  # one region: its slices need no grouping, whatever their size
                 for run in runs:
-                    _, start, stop = run.segment(lo, hi)
+                    start, stop = run.span(lo, hi)
                     end = _write_all(spill.values_fd, run.values[start:stop], end)
             else:
                 grouped, _ = self._gather(runs, lo, hi)
                 end = _write_all(spill.values_fd, grouped, end)
+                del grouped  # before the next group is gathered
         offsets = np.zeros(self.n_regions + 1, np.int64)
         np.cumsum(counts, out=offsets[1:])
         index_at = spill.index_end
@@ -396,23 +422,18 @@ class MedianStore:
 
     def _gather(self, runs: list[Any], lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Return regions ``lo..hi-1``'s values from every run, grouped by region, and counts."""
-        segments = [(run, *run.segment(lo, hi)) for run in runs]
-        segments = [segment for segment in segments if segment[3] > segment[2]]
-        counts = np.zeros(hi - lo, np.int64)
-        for _, run_counts, _, _ in segments:
-            counts += run_counts
-        values = np.empty(int(counts.sum()), _VALUE)
-        if len(segments) == 1:  # one run's slice is already grouped by region
-            run, _, start, stop = segments[0]
-            run.read(start, stop, values)
-            return values, counts
+        spans = [(run, *run.span(lo, hi)) for run in runs]
+        spans = [(run, start, stop) for run, start, stop in spans if stop > start]
+        values = np.empty(sum(stop - start for _, start, stop in spans), _VALUE)
         labels = np.empty(len(values), self._labels)
-        local = np.arange(hi - lo, dtype=self._labels)
+        counts = np.zeros(hi - lo, np.int64)
         at = 0
-        for run, run_counts, start, stop in segments:
+        for run, start, stop in spans:  # one run at a time: no per-run arrays pile up
             run.read(start, stop, values[at : at + stop - start])
-            labels[at : at + stop - start] = np.repeat(local, run_counts)
+            run.labels(lo, hi, labels[at : at + stop - start], counts)
             at += stop - start
+        if len(spans) <= 1:  # one run's slice is already grouped by region
+            return values, counts
         order = np.argsort(labels, kind="stable")
         del labels
         return values[order], counts
@@ -421,7 +442,7 @@ class MedianStore:
         """Yield one region's values from every run, ``capacity`` values at a time."""
         buffer = np.empty(capacity, _VALUE)
         for run in runs:
-            _, start, stop = run.segment(region, region + 1)
+            start, stop = run.span(region, region + 1)
             for at in range(start, stop, capacity):
                 block = buffer[: min(capacity, stop - at)]
                 run.read(at, at + len(block), block)
@@ -517,7 +538,8 @@ class MedianStore:
         runs = []
         for run in [*self._disk_runs, *self._memory_runs]:
             if isinstance(run, _DiskRun):
-                counts, start, stop = run.segment(0, self.n_regions)
+                offsets = run.offsets(0, self.n_regions)
+                counts, start, stop = np.diff(offsets), int(offsets[0]), int(offsets[-1])
                 values = np.empty(stop - start, _VALUE)
                 run.read(start, stop, values)
             else:

@@ -305,12 +305,15 @@ class MedianStore:
             region, values = region[keep], values[keep]
         if len(values) == 0:
             return
-        counts = np.bincount(region, minlength=self.n_regions)
         order = np.argsort(region.astype(self._labels, copy=False), kind="stable")
-        present = np.flatnonzero(counts)
-        offsets = np.zeros(len(present) + 1, np.int64)
-        np.cumsum(counts[present], out=offsets[1:])
-        self._counts += counts
+        # The regions present and their offsets from the sorted labels: O(chunk), not
+        # O(n_regions), so many regions and small chunks stay cheap.
+        ordered = region[order]
+        starts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+        present = ordered[np.r_[0, starts]]
+        offsets = np.r_[0, starts, len(ordered)].astype(np.int64)
+        del ordered
+        self._counts[present] += np.diff(offsets)  # each region once
         self._hold(_MemoryRun(values[order], present, offsets))
 
     def merge(self, other: MedianStore) -> None:

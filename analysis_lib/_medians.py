@@ -47,7 +47,11 @@ def _write_all(fd: int, array: np.ndarray, offset: int) -> int:
     """Write ``array``'s bytes at ``offset`` of file ``fd``; return the offset after them."""
     view = memoryview(np.ascontiguousarray(array)).cast("B")
     while len(view):
-        written = os.pwrite(fd, view, offset)
+        if hasattr(os, "pwrite"):
+            written = os.pwrite(fd, view, offset)
+        else:  # Windows: no positional I/O (a store is single-threaded)
+            os.lseek(fd, offset, os.SEEK_SET)
+            written = os.write(fd, view)
         view, offset = view[written:], offset + written
     return offset
 
@@ -56,7 +60,13 @@ def _read_into(fd: int, out: np.ndarray, offset: int) -> None:
     """Fill ``out`` (contiguous) with the bytes of file ``fd`` at ``offset``."""
     view = memoryview(out).cast("B")
     while len(view):
-        got = os.preadv(fd, [view], offset)
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view], offset)
+        else:  # Windows
+            os.lseek(fd, offset, os.SEEK_SET)
+            chunk = os.read(fd, len(view))
+            view[: len(chunk)] = chunk
+            got = len(chunk)
         if got == 0:
             raise OSError(f"median spill file ended early at byte {offset}")
         view, offset = view[got:], offset + got

@@ -301,3 +301,14 @@ def test_one_region_larger_than_a_group_at_the_default_sized_limits():
         store.add(np.array([1]), np.array([2.0]))
         assert store.spilled
         np.testing.assert_array_equal(store.medians(), [np.median(values), 2.0])
+
+
+def test_spill_files_work_without_positional_io(monkeypatch):
+    # Windows has no os.pwrite/os.preadv: the store falls back to lseek + read/write.
+    monkeypatch.delattr(os, "pwrite")
+    monkeypatch.delattr(os, "preadv")
+    region, values = random_data(17, 3_000, 7)
+    with MedianStore(7, memory_limit=1024) as store:
+        fill(store, region, values, 250)
+        assert store.spilled
+        np.testing.assert_array_equal(store.medians(), expected_medians(region, values, 7))

@@ -40,6 +40,8 @@ _VALUE = np.dtype(np.float64)
 _WORK_BYTES = 28
 _MIN_GROUP = 64  # values: a floor so that a tiny limit still makes progress
 _SIGN = np.uint64(1 << 63)
+_SMALL_REGION = 64  # regions up to this many values get their medians sorted together
+_SMALL_BLOCK = 2**16  # matrix cells per block of small regions
 _RUN_OVERHEAD = 400  # bytes of Python objects per run held in memory (three arrays, one object)
 
 
@@ -190,14 +192,32 @@ def _plan_groups(counts: np.ndarray, capacity: int) -> list[tuple[int, int]]:
 def _medians_of_grouped(values: np.ndarray, counts: np.ndarray, out: np.ndarray) -> None:
     """Write the median of each region's slice of ``values`` (grouped by region) into ``out``.
 
-    The slices are partitioned in place, as ``np.median`` does on its copy: the lower middle
-    value for an odd count, the mean of the two middle values for an even one.
+    As ``np.median``: the middle value for an odd count, the mean of the two middle values for
+    an even one. Small regions (up to 64 values: most of them when regions are many) are
+    sorted together, as rows of a matrix padded with +inf, one width (2, 4, ..., 64) at a time;
+    larger ones are partitioned in place one by one.
     """
     ends = np.cumsum(counts)
     starts = ends - counts
-    single = counts == 1  # common with many small regions: no partition needed
+    single = counts == 1
     out[single] = values[starts[single]]
-    for region in np.flatnonzero(counts > 1).tolist():
+    width = 1
+    while width < _SMALL_REGION:
+        narrower, width = width, width * 2
+        rows = np.flatnonzero((counts > narrower) & (counts <= width))
+        columns = np.arange(width)
+        step = max(1, _SMALL_BLOCK // width)
+        for first in range(0, len(rows), step):
+            block = rows[first : first + step]
+            count, start = counts[block], starts[block]
+            matrix = values[start[:, None] + np.minimum(columns, count[:, None] - 1)]
+            matrix[columns >= count[:, None]] = np.inf  # padding sorts after every value
+            matrix.sort(axis=1)
+            at = np.arange(len(block))
+            low, high = matrix[at, (count - 1) // 2], matrix[at, count // 2]
+            with np.errstate(over="ignore", invalid="ignore"):
+                out[block] = np.where(count % 2 == 1, low, (low + high) / 2)
+    for region in np.flatnonzero(counts > _SMALL_REGION).tolist():
         part = values[starts[region] : ends[region]]
         n = len(part)
         low, high = (n - 1) // 2, n // 2

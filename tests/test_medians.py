@@ -43,6 +43,16 @@ CASES = [
     ("regions never touched", 5, [1, 3, 3], [1.0, 2.0, 4.0], [NAN, 1.0, NAN, 3.0, NAN]),
     ("integer values", 2, [0, 0, 1], [1, 2, 5], [1.5, 5.0]),
     ("infinities", 1, [0, 0, 0], [-np.inf, 1.0, np.inf], [1.0]),
+    ("-inf and inf, even count", 1, [0, 0], [np.inf, -np.inf], [NAN]),
+    ("huge values, odd count: no overflow", 1, [0, 0, 0], [1e308, 1e308, 1e308], [1e308]),
+    ("huge values, even count: overflows as np.median", 1, [0, 0], [1e308, 1e308], [np.inf]),
+    (
+        "a region of 65 values next to small ones",
+        3,
+        [0] * 65 + [1, 1, 2],
+        [*range(65), 5, 6, 7],
+        [32, 5.5, 7],
+    ),
 ]
 
 
@@ -58,7 +68,9 @@ def test_table_of_cases(name, n_regions, region, values, expected, memory_limit)
         result = store.medians()
     assert result.dtype == np.float64
     np.testing.assert_array_equal(result, np.array(expected, dtype=float))
-    np.testing.assert_array_equal(result, expected_medians(region, values, n_regions))
+    with np.errstate(over="ignore", invalid="ignore"):
+        reference = expected_medians(region, values, n_regions)
+    np.testing.assert_array_equal(result, reference)
 
 
 def random_data(seed, n, n_regions, *, skew=False):
@@ -312,3 +324,16 @@ def test_spill_files_work_without_positional_io(monkeypatch):
         fill(store, region, values, 250)
         assert store.spilled
         np.testing.assert_array_equal(store.medians(), expected_medians(region, values, 7))
+
+
+def test_every_region_size_up_to_past_the_small_region_sort():
+    # Region r holds r values (0..70): every width of the padded small-region sort, both
+    # parities, and the partition path beyond 64, all in one group.
+    rng = np.random.default_rng(18)
+    region = np.repeat(np.arange(71), np.arange(71))
+    values = np.round(rng.normal(size=len(region)), 1)  # ties
+    order = rng.permutation(len(region))
+    region, values = region[order], values[order]
+    with MedianStore(71) as store:
+        fill(store, region, values, 500)
+        np.testing.assert_array_equal(store.medians(), expected_medians(region, values, 71))

@@ -10,10 +10,11 @@ written once and read back once.
 :meth:`~MedianStore.medians` knows every region's exact count, so it cuts the regions into
 consecutive groups whose values fit the other half of the limit, reads each group's slice of
 every run, groups the values by region (a stable radix sort of small region labels) and takes
-each region's middle values with ``np.partition``, as ``np.median`` does. A single region with
-more values than a group can hold is selected on disk instead: passes over its values narrow
-the wanted rank by 16 bits of an order-preserving integer key at a time, then the few values
-left are partitioned in memory; nothing is approximated.
+each region's middle values, as ``np.median`` does: one padded sort per width for the regions
+of up to 64 values, ``np.partition`` for larger ones. A single region with more values than a
+group can hold is selected on disk instead: passes over its values narrow the wanted rank by
+16 bits (8 under a limit below 16 MiB) of an order-preserving integer key at a time, then the
+few values left are partitioned in memory; nothing is approximated.
 
 Memory is therefore about ``memory_limit`` plus 8 bytes per region (the counts) and, while
 :meth:`~MedianStore.add` runs, a few arrays the size of the chunk being added.

@@ -328,3 +328,35 @@ def test_dask_sweep_on_the_reuse_models_equals_the_stock_lookup(transactional_db
                 item_geometry=geom,
             )
             _compare(got, _expected(items, geom, predicate, aggregates), f"DaskSweep {geom}")
+
+
+@pytest.mark.parametrize(("chunk_size", "limit"), [(7, 64), (37, 1024), (1000, 8 * 2**20)])
+def test_medians_equal_the_stock_lookup_whatever_the_chunking_and_spill_size(
+    world, monkeypatch, chunk_size, limit
+):
+    # A 64-byte limit spills the float medians' store on nearly every chunk; 8 MiB never does.
+    from reuse_app.models import Neighborhood, Tree
+
+    from analysis_lib.regions import _medians, core
+
+    spills = []
+    real_spill = _medians.MedianStore._spill
+
+    def counting_spill(self, *args, **kwargs):
+        spills.append(self)
+        return real_spill(self, *args, **kwargs)
+
+    monkeypatch.setattr(core, "MEDIAN_MEMORY_LIMIT", limit)
+    monkeypatch.setattr(_medians.MedianStore, "_spill", counting_spill)
+    items = Tree.objects.all()
+    aggregates = {"height_median": ("height_m", "median"), "planted_median": ("planted", "median")}
+    expected = _expected(items, "location", "within", aggregates)
+    got = summarize_by_region(
+        Neighborhood.objects.all(),
+        items,
+        key="name",
+        aggregates=aggregates,
+        strategy=Sweep(chunk_size=chunk_size, workers=0),
+    )
+    _compare(got, expected, f"chunk_size={chunk_size}, memory_limit={limit}")
+    assert (len(spills) > 0) == (limit < 2**20)

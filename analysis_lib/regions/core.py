@@ -348,6 +348,11 @@ def match_chunk(
 # --------------------------------------------------------------------------------------------
 
 
+#: Bytes of values each float median keeps in memory before it spills to a temporary file
+#: (``MedianStore``): the sweep's memory stays flat however many items there are.
+MEDIAN_MEMORY_LIMIT = 8 * 2**20
+
+
 class Partials:
     """Per-region counts, sums, extremes, medians and value counts, merged across chunks.
 
@@ -383,7 +388,7 @@ class Partials:
                 if field.kind == "int":
                     self.histograms[name] = (0, np.zeros((n_regions, 0), np.int64))
                 else:
-                    self.medians[name] = MedianStore(n_regions)
+                    self.medians[name] = MedianStore(n_regions, memory_limit=MEDIAN_MEMORY_LIMIT)
 
     @classmethod
     def from_rows(
@@ -480,6 +485,7 @@ class Partials:
             raw[f"{name}:max"] = np.where(np.isinf(arr), np.nan, arr)
         for name, store in self.medians.items():
             raw[f"{name}:median"] = store.medians()
+            store.close()  # its spill files, if any, are not needed after this
         for name, (lo, counts) in self.histograms.items():
             raw[f"{name}:median"] = median_from_counts(counts, lo)
         for name, table in self.categories.items():

@@ -42,7 +42,7 @@ stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [[ ! -f $stamp ]]; then
     say "installing Python packages from pyproject.toml into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev,geo,dask]'
+    .venv/bin/python -m pip install -q -e '.[demo,dev,geo,dask,postgis,spatialite]' -c scripts/oldest-supported.txt
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

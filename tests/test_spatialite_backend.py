@@ -289,7 +289,7 @@ def _triggers(module: str) -> dict:
 
 @requires_pysqlite3
 def test_iso_metadata_triggers_are_repaired_where_sqlite_cannot_compile_them():
-    """SQLite 3.41+ (pysqlite3's) rejects SpatiaLite 5.0's trigger; the repair fixes renames."""
+    """pysqlite3's SQLite (3.51) rejects SpatiaLite 5.0's trigger; the repair fixes renames."""
     out = _triggers("pysqlite3")
     if out["rename_before"] == "ok":
         pytest.skip("this SQLite/SpatiaLite pair compiles the ISO-metadata triggers")

@@ -206,8 +206,9 @@ _gis = _import_django_backend(Database)
 
 
 # SpatiaLite 5.0's InitSpatialMetaDataFull() (what GeoDjango runs on a new database) creates two
-# triggers on ISO_metadata_reference whose second check reads the rowid of a subquery. SQLite
-# 3.41+ no longer has one ("no such column: rowid"), and since ALTER TABLE ... RENAME re-checks
+# triggers on ISO_metadata_reference whose second check reads the rowid of a subquery. Recent
+# SQLite has none ("no such column: rowid": pysqlite3-binary's 3.51.1 rejects it, Debian 12's
+# 3.40.1 accepts it), and since ALTER TABLE ... RENAME re-checks
 # every trigger of the schema, each migration that rebuilds a table then fails. That check never
 # looked at the named table anyway; the repair drops it and keeps the first one.
 _BROKEN_CHECK = re.compile(
@@ -218,7 +219,7 @@ _BROKEN_CHECK = re.compile(
 
 
 def repair_iso_metadata_triggers(cursor: Any) -> list[str]:
-    """Make SpatiaLite 5.0's ISO-metadata triggers compile on SQLite 3.41+ (see above).
+    """Make SpatiaLite 5.0's ISO-metadata triggers compile on recent SQLite (see above).
 
     Parameters
     ----------

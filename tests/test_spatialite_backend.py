@@ -312,3 +312,55 @@ def test_iso_metadata_triggers_are_left_alone_where_sqlite_compiles_them():
     if out["rename_before"] != "ok":
         pytest.skip("this Python's SQLite rejects SpatiaLite 5.0's ISO-metadata triggers")
     assert out["repaired"] == [] and out["after"] == out["before"] and len(out["before"]) == 2
+
+
+# Two SQLite builds in one process, each with SpatiaLite: Python's (or pysqlite3's, as Django
+# uses) and the ADBC driver's own. With the same mod_spatialite file, the second load swaps the
+# library's SQLite API pointer under the first (a segmentation fault in InitSpatialMetaDataFull on
+# this machine); with private_spatialite()'s copy each keeps its own.
+TWO_SQLITES = """
+from analysis_lib.db.backends.spatialite.base import Database
+import adbc_driver_sqlite.dbapi
+from analysis_lib.db.spatialite import private_spatialite
+
+first = Database.connect(":memory:")
+first.enable_load_extension(True)
+first.load_extension("mod_spatialite")
+second = adbc_driver_sqlite.dbapi.connect(":memory:")
+second.enable_load_extension(True)
+path, entry_point = private_spatialite()
+second.load_extension(path, entrypoint=entry_point)
+assert private_spatialite() == (path, entry_point)  # one copy per process
+first.execute("SELECT InitSpatialMetaDataFull(1)")
+tables = first.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+area = first.execute("SELECT Area(GeomFromText('POLYGON((0 0,2 0,2 2,0 2,0 0))'))").fetchone()[0]
+cursor = second.cursor()
+cursor.execute("SELECT AsText(GeomFromText('POINT(1 2)', 4326)), sqlite_version()")
+point, version = cursor.fetchone()
+print(tables > 100, area, point, version != first.execute("SELECT sqlite_version()").fetchone()[0])
+"""
+
+
+@requires_spatialite
+@pytest.mark.skipif(
+    importlib.util.find_spec("adbc_driver_sqlite") is None,
+    reason="adbc-driver-sqlite not installed",
+)
+def test_a_second_sqlite_gets_its_own_spatialite_copy():
+    out = subprocess.run(
+        [sys.executable, "-c", TWO_SQLITES],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "4.0", "POINT(1", "2)", "True"]
+
+
+def test_private_spatialite_names_the_missing_library():
+    from analysis_lib.db.spatialite import private_spatialite
+
+    with pytest.raises(FileNotFoundError, match="SPATIALITE_LIBRARY_PATH"):
+        private_spatialite("no_such_spatialite_library")

@@ -11,7 +11,7 @@ STATE ?= MA
 STRATEGY ?= sweep
 export DATABASE_URL
 
-.PHONY: setup demo data analyze notebooks test lint test-postgis bench bench-generate bench-loaders bench-per-zip bench-postgis memory-demo format clean fresh-check
+.PHONY: setup demo data analyze notebooks test lint test-postgis test-newest bench bench-generate bench-loaders bench-per-zip bench-postgis memory-demo format clean fresh-check
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -54,6 +54,11 @@ test: setup lint
 
 test-postgis: setup
 	bash scripts/postgis.sh run -- $(PY) -m pytest -q
+
+# The whole suite on the newest supported stack: pyenv's Python 3.13, pandas 3, pyarrow 26,
+# Django 6, SpatiaLite through the pysqlite3 fallback (.venv-newest; scripts/test_newest.sh).
+test-newest:
+	bash scripts/test_newest.sh
 
 bench-generate: setup
 	$(PY) benchmarks/bench_generate.py

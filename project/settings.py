@@ -5,6 +5,10 @@ The database comes from ``DATABASE_URL`` (parsed by dj-database-url):
 * unset: the embedded SpatiaLite file ``data/buildings.sqlite3``;
 * ``spatialite:///path/to/file.sqlite3``: another SpatiaLite file;
 * ``postgis://user:password@host:port/dbname``: a PostGIS server.
+
+SpatiaLite runs on ``analysis_lib.db.backends.spatialite``: GeoDjango's SpatiaLite backend, on
+``pysqlite3`` when this Python's ``sqlite3`` cannot load extensions (pyenv, python.org and
+Homebrew builds; docs/install.md).
 """
 
 import os
@@ -44,6 +48,7 @@ ALLOWED_ENGINES = {
     "django.contrib.gis.db.backends.spatialite",
     "django.contrib.gis.db.backends.postgis",
 }
+SPATIALITE_ENGINE = "analysis_lib.db.backends.spatialite"
 _USE = "use spatialite:///path/to/file.sqlite3 or postgis://user@host/dbname."
 # For error messages: the URL with its password (if any) replaced by ***.
 _SHOWN_URL = re.sub(r"^([\w+.-]+://[^:/@]*:)[^@]*@", r"\1***@", DATABASE_URL)
@@ -65,6 +70,8 @@ if not _db["NAME"]:
         + _USE
     )
 if _db["ENGINE"].endswith("spatialite"):
+    # GeoDjango's SpatiaLite backend, on an SQLite that can load mod_spatialite on any Python.
+    _db["ENGINE"] = SPATIALITE_ENGINE
     Path(_db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     _db.setdefault("OPTIONS", {})["timeout"] = 60
 DATABASES = {"default": _db}

@@ -18,12 +18,16 @@ exec 1>&2
 
 say() { printf '[setup] %s\n' "$*" >&2; }
 
+# Installed means dpkg's status 'install ok installed': `dpkg -s` also succeeds for a package
+# that was removed but left its configuration files behind.
+installed() { [[ $(dpkg-query -W -f='${Status}' "$1" 2>/dev/null) == "install ok installed" ]]; }
+
 need_apt=()
-dpkg -s gdal-bin >/dev/null 2>&1 || need_apt+=(gdal-bin)
-dpkg -s libsqlite3-mod-spatialite >/dev/null 2>&1 || need_apt+=(libsqlite3-mod-spatialite)
-dpkg -s python3-venv >/dev/null 2>&1 || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+installed gdal-bin || need_apt+=(gdal-bin)
+installed libsqlite3-mod-spatialite || need_apt+=(libsqlite3-mod-spatialite)
+installed python3-venv || /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 for pkg in ${EXTRA_APT:-}; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
+    installed "$pkg" || need_apt+=("$pkg")
 done
 if ((${#need_apt[@]})); then
     say "installing Debian packages: ${need_apt[*]}"
@@ -42,11 +46,12 @@ if ! .venv/bin/python -c 'import sqlite3; sqlite3.connect(":memory:").enable_loa
     exit 1
 fi
 
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+# Reinstall when the dependencies or the constraints changed.
+stamp=.venv/.installed-$(cat pyproject.toml scripts/oldest-supported.txt | sha256sum | cut -c1-16)
 if [[ ! -f $stamp ]]; then
     say "installing Python packages from pyproject.toml into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e '.[dev,geo,dask]'
+    .venv/bin/python -m pip install -q -e '.[demo,dev,geo,dask,postgis,spatialite]' -c scripts/oldest-supported.txt
     rm -f .venv/.installed-*
     touch "$stamp"
 fi

@@ -50,7 +50,7 @@ def _database(database_url: str | None) -> dict:
     return json.loads(out.stdout)
 
 
-SPATIALITE = "django.contrib.gis.db.backends.spatialite"
+SPATIALITE = "analysis_lib.db.backends.spatialite"
 POSTGIS = "django.contrib.gis.db.backends.postgis"
 
 

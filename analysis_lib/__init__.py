@@ -19,11 +19,12 @@ _EXPORTS: dict[str, str] = {
     # Django set-up for notebooks and scripts
     "setup_django": "_django",
     # QuerySet -> pandas loaders
-    "iter_frames": "_loaders",
-    "read_frame": "_loaders",
-    "read_geodataframe": "_loaders",
+    "iter_frames": "loaders",
+    "read_frame": "loaders",
+    "read_geodataframe": "loaders",
+    "EngineUnavailable": "loaders",
     # keep pandas from loading pyarrow (~38 MiB of RSS) in a lean process
-    "keep_pyarrow_out": "_arrow",
+    "keep_pyarrow_out": "loaders",
     # memory instruments built on memory-profiler and tracemalloc
     "MemoryResult": "_memory",
     "MemoryLog": "_memory",
@@ -64,6 +65,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "EngineUnavailable",
     "LoopRun",
     "MemoryLog",
     "MemoryResult",
@@ -106,10 +108,8 @@ __all__ = [
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from ._arrow import keep_pyarrow_out
     from ._dask import summarize_by_zip_distributed, to_dask
     from ._django import setup_django
-    from ._loaders import iter_frames, read_frame, read_geodataframe
     from ._memory import (
         MemoryLog,
         MemoryResult,
@@ -138,6 +138,13 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         select_zips,
         track_zip_loop,
         zip_loop,
+    )
+    from .loaders import (
+        EngineUnavailable,
+        iter_frames,
+        keep_pyarrow_out,
+        read_frame,
+        read_geodataframe,
     )
 
 

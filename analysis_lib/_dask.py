@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._loaders import _check_count, _pk_span, _require_queryset
+from ._checks import check_positive_int, check_queryset
+from .loaders import pk_span as _pk_span
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.dataframe
@@ -104,7 +105,7 @@ class _Range:
 
 def _check_queryset(queryset: Any, caller: str) -> None:
     """Raise TypeError/ValueError unless ``queryset`` can be split by primary-key ranges."""
-    _require_queryset(queryset, f"{caller}(): ")
+    check_queryset("queryset", queryset)
     query = queryset.query
     if query.is_sliced:
         raise ValueError(
@@ -123,7 +124,7 @@ def _check_queryset(queryset: Any, caller: str) -> None:
             "DataFrame instead (ddf.groupby(...))"
         )
     pk = queryset.model._meta.pk
-    from ._loaders import _INT_TYPES
+    from .loaders import INT_TYPES as _INT_TYPES
 
     internal = (pk.target_field if pk.is_relation else pk).get_internal_type()
     if internal not in _INT_TYPES:
@@ -259,7 +260,7 @@ def _worker_queryset(source: _Source) -> Iterator[QuerySet]:
 
 def _load_partition(bounds: _Range, source: _Source, index: str) -> pd.DataFrame:
     """Load one primary-key range with :func:`read_frame`, indexed by the primary key."""
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     with _worker_queryset(source) as queryset:
         return read_frame(
@@ -281,8 +282,8 @@ def _partials_for_range(
     """Stream one primary-key range chunk by chunk; match to ZIPs; return merged partials."""
     import shapely
 
-    from ._loaders import iter_frames
     from ._per_zip import _match_chunk, _Partials
+    from .loaders import iter_frames
 
     zip_wkb, grid = zips
     geoms = shapely.from_wkb(zip_wkb)  # prepared per task: GEOS prepared geometries are
@@ -385,8 +386,8 @@ def to_dask(
     """
     dd = _import_dask_dataframe("to_dask")
     _check_queryset(queryset, "to_dask")
-    _check_count("npartitions", npartitions)
-    _check_count("chunk_size", chunk_size, allow_none=False)
+    check_positive_int("npartitions", npartitions, allow_none=True)
+    check_positive_int("chunk_size", chunk_size)
     if fields is not None and (isinstance(fields, str | bytes) or not isinstance(fields, Sequence)):
         raise TypeError(f"`fields` must be a list or tuple of field names, got {fields!r}")
     if fields is not None and len(fields) == 0:
@@ -395,7 +396,7 @@ def to_dask(
         raise ValueError(f"`geometry` was {geometry!r} but is expected to be in ('shapely', 'wkb')")
     import dask
 
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     opts = queryset.model._meta
     index = opts.pk.attname
@@ -507,8 +508,8 @@ def summarize_by_zip_distributed(
     )
 
     _check_choice("predicate", predicate, PREDICATES)
-    _check_count("npartitions", npartitions)
-    _check_count("chunk_size", chunk_size, allow_none=False)
+    check_positive_int("npartitions", npartitions, allow_none=True)
+    check_positive_int("chunk_size", chunk_size)
     if client is None:
         try:
             client = dist.default_client()

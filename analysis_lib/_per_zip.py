@@ -157,7 +157,7 @@ def _use_types() -> tuple[str, ...]:
 def _load_zips(zips: QuerySet) -> pd.DataFrame:
     """ZIPs as a frame indexed by code (sorted): pk, shapely geometry, area in km²."""
     from ._geo import equal_area_km2
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     # DB-API: a few hundred rows, and no ADBC driver (a few MiB of shared libraries) loaded.
     frame = read_frame(
@@ -464,9 +464,8 @@ def _sweep(
     import shapely
     from tqdm.auto import tqdm
 
-    from ._arrow import pyarrow_kept_out
     from ._geo import ZipGrid
-    from ._loaders import iter_frames
+    from .loaders import iter_frames, pyarrow_kept_out
 
     n_zips = len(zip_frame)
     use_types = _use_types()
@@ -543,11 +542,11 @@ def _sweep(
         # "auto": the Arrow-native ADBC engine when it can run here, else the DB-API one. ADBC
         # on SQLite fixes column types from the first batch and can fail on a later one (a REAL
         # column whose first rows are all NULL): then the pass restarts on DB-API, from scratch.
-        from ._loaders import _AdbcMidStream, _AdbcRefused
+        from .loaders import EngineUnavailable
 
         try:
             return one_pass("adbc").raw(zip_frame.index)
-        except (_AdbcMidStream, _AdbcRefused):  # refused: before the first chunk, none merged
+        except EngineUnavailable:  # refused before the first chunk, or a type change mid-way
             pass
         return one_pass("dbapi").raw(zip_frame.index)
     finally:
@@ -582,7 +581,7 @@ def _orm(
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     use_types = _use_types()
     total = _Partials(len(zip_frame), use_types)
@@ -1007,7 +1006,7 @@ def _iter_buildings_by_zip(
     """Yield what :func:`iter_buildings_by_zip` promises (arguments already checked)."""
     from tqdm.auto import tqdm
 
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     total = zips.count() if progress else None
     for code, queryset in tqdm(

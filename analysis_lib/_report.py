@@ -421,8 +421,8 @@ def plot_zip_buildings(
 
     from project.buildings.models import Building, ZipCode
 
-    from ._loaders import read_geodataframe
     from ._per_zip import iter_buildings_by_zip
+    from .loaders import read_geodataframe
 
     zips = ZipCode.objects.filter(code=zip_code)
     outline = read_geodataframe(zips, ["code", "boundary"])
@@ -784,7 +784,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     import pandas  # noqa: F401
     import shapely  # noqa: F401
 
-    from . import _loaders, _per_zip  # noqa: F401
+    from . import _per_zip, loaders  # noqa: F401
 
     start = time.perf_counter()
     zips = select_zips(args.state, args.max_zips)

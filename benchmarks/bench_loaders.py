@@ -95,7 +95,7 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
     from django_pandas.io import read_frame as dp_read_frame
 
     from analysis_lib import iter_frames, read_frame
-    from analysis_lib._loaders import _make_plan
+    from analysis_lib.loaders._plan import make_plan as _make_plan
     from project.buildings.models import Building
 
     limit = SMALL_ROWS if method.endswith(" 100k") else rows

@@ -24,7 +24,7 @@ runs_once = pytest.mark.skipif(
 
 BLOCK = """
 import importlib, json
-from analysis_lib._arrow import keep_pyarrow_out, pyarrow_kept_out
+from analysis_lib.loaders._arrow import keep_pyarrow_out, pyarrow_kept_out
 result = {"before": pyarrow_kept_out(), "first": keep_pyarrow_out(), "second": keep_pyarrow_out()}
 result["finders"] = sum(type(f).__name__ == "_PyarrowBlocker" for f in sys.meta_path)
 import pandas as pd
@@ -56,7 +56,7 @@ def test_keep_pyarrow_out_blocks_pyarrow_and_pandas_still_imports():
 
 
 def test_too_late_once_pandas_is_imported():
-    from analysis_lib._arrow import _PyarrowBlocker, keep_pyarrow_out, pyarrow_kept_out
+    from analysis_lib.loaders._arrow import _PyarrowBlocker, keep_pyarrow_out, pyarrow_kept_out
 
     assert "pandas" in sys.modules  # this test module imported it
     before = list(sys.meta_path)
@@ -69,7 +69,7 @@ def test_too_late_once_pandas_is_imported():
 
 
 def test_no_warning_when_already_kept_out(monkeypatch):
-    from analysis_lib._arrow import _PyarrowBlocker, keep_pyarrow_out
+    from analysis_lib.loaders._arrow import _PyarrowBlocker, keep_pyarrow_out
 
     monkeypatch.setattr(sys, "meta_path", [_PyarrowBlocker("a test"), *sys.meta_path])
     with warnings.catch_warnings():
@@ -81,7 +81,7 @@ def test_no_warning_when_already_kept_out(monkeypatch):
 RESULTS = """
 import json, pickle
 if {keep_out}:
-    from analysis_lib._arrow import keep_pyarrow_out
+    from analysis_lib.loaders._arrow import keep_pyarrow_out
     assert keep_pyarrow_out()
 from analysis_lib import read_frame, setup_django, summarize_by_zip
 setup_django()

@@ -35,7 +35,7 @@ from django.db.models import (
 from django.db.models.functions import Cast
 from django.db.models.sql.compiler import SQLCompiler
 
-from analysis_lib import iter_frames, read_frame, read_geodataframe
+from analysis_lib import EngineUnavailable, iter_frames, read_frame, read_geodataframe
 from project.buildings.models import Building, ZipCode
 from tests.backends import IS_POSTGIS
 
@@ -486,15 +486,35 @@ BAD_INPUT = [
         lambda: Building.objects.all(),
         {"chunk_size": 0},
         ValueError,
-        "chunk_size must be at least 1",
+        "`chunk_size` must be a positive int; got 0",
     ),
-    (lambda: Building.objects.all(), {"chunk_size": -5}, ValueError, "got -5"),
-    (lambda: Building.objects.all(), {"chunk_size": 2.5}, TypeError, "chunk_size must be an int"),
-    (lambda: Building.objects.all(), {"chunk_size": True}, TypeError, "chunk_size must be an int"),
-    (lambda: Building.objects.all(), {"fields": "id"}, TypeError, "list or tuple of field names"),
-    (lambda: Building.objects.all(), {"fields": []}, ValueError, "fields is empty"),
-    (lambda: Building.objects.all(), {"fields": ["id", F("id")]}, TypeError, "as str"),
-    (lambda: Building.objects.all(), {"fields": ["id", "id"]}, ValueError, "'id' twice"),
+    (
+        lambda: Building.objects.all(),
+        {"chunk_size": -5},
+        ValueError,
+        "`chunk_size` must be a positive int; got -5",
+    ),
+    (lambda: Building.objects.all(), {"chunk_size": 2.5}, TypeError, "`chunk_size` must be"),
+    (lambda: Building.objects.all(), {"chunk_size": True}, TypeError, "`chunk_size` must be"),
+    (
+        lambda: Building.objects.all(),
+        {"fields": "id"},
+        TypeError,
+        "`fields` must be a list or tuple",
+    ),
+    (lambda: Building.objects.all(), {"fields": []}, ValueError, "`fields` must be a non-empty"),
+    (
+        lambda: Building.objects.all(),
+        {"fields": ["id", F("id")]},
+        TypeError,
+        r"names \(str\); got F\(id\)",
+    ),
+    (
+        lambda: Building.objects.all(),
+        {"fields": ["id", "id"]},
+        ValueError,
+        "`fields` must be a list of distinct names; got 'id'",
+    ),
     (
         lambda: Building.objects.all(),
         {"fields": ["id", "heigth_m"]},
@@ -507,7 +527,12 @@ BAD_INPUT = [
         ValueError,
         r"'zip__nope' for model buildings.Building.*through zip",
     ),
-    (lambda: Building.objects.all(), {"geometry": "wkt"}, ValueError, "'wkt' but is expected"),
+    (
+        lambda: Building.objects.all(),
+        {"geometry": "wkt"},
+        ValueError,
+        "`geometry` must be one of 'shapely', 'wkb'; got 'wkt'",
+    ),
 ]
 
 
@@ -746,11 +771,11 @@ def test_adbc_chunks_are_rechunked_like_dbapi(adbc_db, chunk_size):
 
 @adbc_db_mark
 def test_adbc_auto_is_used_and_params_stay_params(adbc_db, monkeypatch):
-    from analysis_lib import _loaders
+    from analysis_lib.loaders import _read
 
     calls = []
-    real = _loaders._iter_adbc
-    monkeypatch.setattr(_loaders, "_iter_adbc", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = _read.iter_adbc
+    monkeypatch.setattr(_read, "iter_adbc", lambda *a, **k: calls.append(1) or real(*a, **k))
     evil = "x'); DROP TABLE buildings_building; --"
     qs = Building.objects.using(adbc_db).filter(source_id__in=[evil, "A001", "100%"])
 
@@ -775,8 +800,11 @@ def test_adbc_sqlite_type_change_between_batches(adbc_db):
         read_frame(qs, fields, chunk_size=10, engine="adbc")
     chunks = iter_frames(qs, fields, chunk_size=10, engine="adbc")
     assert len(next(chunks)) == 10
-    with pytest.raises(RuntimeError, match="engine='dbapi'"):
+    with pytest.raises(
+        EngineUnavailable, match="after 50 rows were yielded.*engine='dbapi'"
+    ) as err:
         list(chunks)
+    assert err.value.rows == 50  # the first 50 heights are NULL
     # auto keeps iter_frames on DB-API on SQLite, so it never fails half-way
     auto = pd.concat(iter_frames(qs, fields, chunk_size=10), ignore_index=True)
     pd.testing.assert_frame_equal(auto, expected)
@@ -829,12 +857,12 @@ def test_adbc_without_pyarrow_says_so(adbc_db, monkeypatch):
 
 def _count_parts(monkeypatch) -> list:
     """Record the primary-key range of every part read_frame reads in parallel."""
-    from analysis_lib import _loaders
+    from analysis_lib.loaders import _adbc
 
     parts = []
-    real = _loaders._read_part
+    real = _adbc.read_part
     monkeypatch.setattr(
-        _loaders, "_read_part", lambda plan, *a: parts.append(plan.params) or real(plan, *a)
+        _adbc, "read_part", lambda plan, *a: parts.append(plan.params) or real(plan, *a)
     )
     return parts
 
@@ -892,13 +920,13 @@ def test_parallel_read_keeps_what_ranges_would_break(adbc_db, monkeypatch, case)
 
 @adbc_db_mark
 def test_parallel_read_is_automatic_only_on_large_key_spans(adbc_db, monkeypatch):
-    from analysis_lib import _loaders
+    from analysis_lib.loaders import _adbc
 
     qs, fields = _adbc_querysets(adbc_db)["plain"]
     parts = _count_parts(monkeypatch)
     read_frame(qs, fields)  # 120 rows: below the automatic threshold
     assert parts == []
-    monkeypatch.setattr(_loaders, "_AUTO_SPLIT_MIN_SPAN", 10)
+    monkeypatch.setattr(_adbc, "AUTO_SPLIT_MIN_SPAN", 10)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     pd.testing.assert_frame_equal(read_frame(qs, fields), read_frame(qs, fields, engine="dbapi"))
     assert len(parts) == 2
@@ -956,5 +984,5 @@ def test_bad_parallel(parallel, error):
 
 @pytest.mark.parametrize("engine", ["ADBC", "", None, "pyarrow"])
 def test_bad_engine(engine):
-    with pytest.raises(ValueError, match="engine was"):
+    with pytest.raises(ValueError, match="`engine` must be one of 'auto', 'dbapi', 'adbc'; got"):
         read_frame(Building.objects.all(), ["id"], engine=engine)

@@ -607,7 +607,7 @@ from django.core.management import call_command
 call_command("migrate", verbosity=0)
 from pandas.testing import assert_frame_equal
 from analysis_lib import summarize_by_zip
-from analysis_lib._loaders import _AdbcMidStream
+from analysis_lib.loaders import EngineUnavailable as _AdbcMidStream
 from project.buildings.models import Building
 from tests.per_zip_fixtures import make_buildings, make_zips
 make_zips()

@@ -152,7 +152,7 @@ class Command(BaseCommand):
         elif suffix in FORMATS and suffix != fmt:
             raise CommandError(f"--out {out} has a .{suffix} suffix but --format is {fmt}")
         if fmt == "parquet":
-            from analysis_lib._arrow import pyarrow_kept_out
+            from analysis_lib.loaders import pyarrow_kept_out
 
             try:
                 import pyarrow  # noqa: F401

@@ -6,7 +6,6 @@ import datetime as dt
 import math
 import random
 import sys
-import tracemalloc
 from decimal import Decimal
 from unittest import mock
 
@@ -38,6 +37,12 @@ from django.db.models.sql.compiler import SQLCompiler
 from analysis_lib import EngineUnavailable, iter_frames, read_frame, read_geodataframe
 from project.buildings.models import Building, ZipCode
 from tests.backends import IS_POSTGIS
+from tests.heap_peak import heap_peak
+
+# The dtype contract (docs/loaders.md), pinned on whichever pandas runs the tests: text is
+# pandas' own text dtype (object on pandas 2, the str dtype on pandas 3); datetimes are ns on both.
+PANDAS_3 = int(pd.__version__.split(".", 1)[0]) >= 3
+TEXT = "str" if PANDAS_3 else "object"
 
 PLAIN = ["id", "footprint_m2", "height_m", "year_built", "use_type", "source_id", "zip"]
 PLAIN_DTYPES = {
@@ -46,7 +51,7 @@ PLAIN_DTYPES = {
     "height_m": "float64",
     "year_built": "Int64",
     "use_type": "category",
-    "source_id": "object",
+    "source_id": TEXT,
     "zip": "Int64",
 }
 N_BUILDINGS = 240
@@ -166,7 +171,7 @@ def test_related_lookups_and_annotations(buildings):
     df = read_frame(qs, fields)
 
     assert_same_as_orm(df, qs, fields)
-    assert df.dtypes.astype(str).tolist() == ["int64", "object", "object", "float64", "Int64"]
+    assert df.dtypes.astype(str).tolist() == ["int64", TEXT, TEXT, "float64", "Int64"]
 
 
 @pytest.mark.django_db
@@ -612,42 +617,44 @@ def _insert_many(n: int) -> None:
             )
 
 
-def _traced_peak(func) -> tuple[int, object]:
-    tracemalloc.start()
-    try:
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        result = func()
-        peak = tracemalloc.get_traced_memory()[1] - base
-    finally:
-        tracemalloc.stop()
-    return peak, result
-
-
 @pytest.mark.django_db
 def test_iterating_keeps_peak_near_one_chunk(db):
     _insert_many(MEMORY_ROWS)
     qs = Building.objects.order_by("id")
+    half = qs.filter(id__lte=qs.values_list("id", flat=True)[MEMORY_ROWS // 2 - 1])
     fields = ["id", "footprint_m2", "height_m", "year_built", "use_type", "source_id"]
 
     def one_chunk():
         return len(next(iter_frames(qs, fields, chunk_size=MEMORY_CHUNK)))
 
-    def all_chunks():
-        return sum(len(c) for c in iter_frames(qs, fields, chunk_size=MEMORY_CHUNK))
+    def all_chunks(queryset):
+        return sum(len(c) for c in iter_frames(queryset, fields, chunk_size=MEMORY_CHUNK))
 
-    def whole():
-        return len(read_frame(qs, fields, chunk_size=MEMORY_CHUNK))
+    def whole(queryset):
+        return len(read_frame(queryset, fields, chunk_size=MEMORY_CHUNK))
 
-    one_peak, n_one = _traced_peak(one_chunk)
-    all_peak, n_all = _traced_peak(all_chunks)
-    whole_peak, n_whole = _traced_peak(whole)
+    one_peak, n_one = heap_peak(one_chunk)
+    half_peak, n_half = heap_peak(lambda: all_chunks(half))
+    all_peak, n_all = heap_peak(lambda: all_chunks(qs))
+    whole_half_peak, _ = heap_peak(lambda: whole(half))
+    whole_peak, n_whole = heap_peak(lambda: whole(qs))
 
-    assert (n_one, n_all, n_whole) == (MEMORY_CHUNK, MEMORY_ROWS, MEMORY_ROWS)
+    assert (n_one, n_half, n_all, n_whole) == (
+        MEMORY_CHUNK,
+        MEMORY_ROWS // 2,
+        MEMORY_ROWS,
+        MEMORY_ROWS,
+    )
     # Ten chunks cost about what one does (the consumer holds one frame while the next is
-    # built, hence the margin), and far less than the whole result held at once.
+    # built, hence the margin). The second half of the rows adds to the whole read at least
+    # their numeric columns (34 bytes a row: 3.4 MB), and next to nothing to the iteration.
+    # (No fixed ratio of whole to iterated: on pandas 3 the text lives in compact Arrow
+    # buffers, so the finished frame is half its pandas 2 size, while a chunk's transient row
+    # tuples are the same.)
     assert all_peak < 2.5 * one_peak, (all_peak, one_peak)
-    assert all_peak < whole_peak / 3, (all_peak, whole_peak)
+    whole_growth = whole_peak - whole_half_peak
+    assert whole_growth > 3_000_000, (whole_peak, whole_half_peak)
+    assert all_peak - half_peak < 0.25 * whole_growth, (all_peak, half_peak, whole_growth)
 
 
 # --- engines: the Arrow ADBC path gives what the DB-API path gives ------------------------------
@@ -752,6 +759,52 @@ def test_adbc_engine_gives_the_dbapi_frame(adbc_db, case, geometry):
     pd.testing.assert_frame_equal(adbc, dbapi)
     plain = [f for f in fields if f not in ("boundary", "zip__boundary", "day", "seen")]
     assert_same_as_orm(dbapi[plain], qs, plain)  # and both are what the ORM gives
+
+
+CONTRACT_FIELDS = {
+    "id": "int64",
+    "footprint_m2": "float64",
+    "height_m": "float64",
+    "year_built": "Int64",
+    "use_type": "category",
+    "source_id": TEXT,
+    "zip__code": TEXT,  # NULL through the LEFT JOIN: NaN on pandas 3, None on pandas 2
+    "tall": "boolean",
+    "day": "datetime64[ns]",
+    "seen": "datetime64[ns, UTC]",
+    "boundary": "object",
+}
+
+
+@adbc_db_mark
+@pytest.mark.parametrize("engine", ["dbapi", "adbc"])
+def test_dtype_contract_is_the_same_for_every_chunk_empty_and_whole(adbc_db, engine):
+    qs = (
+        Building.objects.using(adbc_db)
+        .order_by("-id")  # heights first: SQLite's ADBC driver types a column from batch one
+        .annotate(
+            tall=ExpressionWrapper(Q(height_m__gt=20), output_field=BooleanField()),
+            day=Cast(Value("2023-02-01"), DateField()),
+            seen=Cast(Value("2024-05-06 07:08:09"), DateTimeField()),
+        )
+    )
+    fields = list(CONTRACT_FIELDS)
+
+    chunks = list(iter_frames(qs, fields, chunk_size=7, engine=engine))
+    whole = read_frame(qs, fields, engine=engine)
+    empty = read_frame(qs.filter(footprint_m2__lt=-1), fields, engine=engine)
+    first_rows_null = read_frame(qs.filter(height_m=None), fields, engine=engine)
+
+    assert len(chunks) == math.ceil(ADBC_ROWS / 7) and len(empty) == 0
+    for frame in [*chunks, whole, empty, first_rows_null]:
+        assert frame.dtypes.astype(str).to_dict() == CONTRACT_FIELDS
+    missing = whole["zip__code"].isna()
+    assert missing.sum() == qs.filter(zip=None).count() > 0
+    if PANDAS_3:  # the str dtype's missing value
+        assert whole["zip__code"][missing].map(lambda v: isinstance(v, float)).all()
+    else:
+        assert whole["zip__code"][missing].map(lambda v: v is None).all()
+    assert (whole["seen"] == pd.Timestamp("2024-05-06 07:08:09", tz="UTC")).all()
 
 
 @adbc_db_mark

@@ -40,10 +40,9 @@ def text_dtype() -> Any:
     """Return the dtype of text columns: ``"str"`` where pandas infers it for text, else object."""
     import pandas as pd
 
-    try:
-        return "str" if pd.get_option("future.infer_string") else object
-    except KeyError:  # pragma: no cover - a pandas without the option (before 2.1)
-        return object
+    if int(pd.__version__.split(".", 1)[0]) >= 3:
+        return "str"  # always on from pandas 3 (asking the option would warn there)
+    return "str" if pd.get_option("future.infer_string") else object
 
 
 def to_text(values: Any) -> Any:
@@ -108,18 +107,18 @@ def _to_category(values: np.ndarray, column: Column) -> Any:
     import pandas as pd
 
     dtype = pd.CategoricalDtype(list(column.categories))
-    cat = pd.Categorical(values, dtype=dtype)
-    lost = (cat.codes == -1) & ~null_mask(values)
-    if lost.any():
-        extra = list(pd.unique(values[lost]))
-        warnings.warn(
-            f"column {column.name!r}: values not among the field's choices {extra[:10]!r}; "
-            "they are kept as extra categories",
-            UserWarning,
-            stacklevel=4,
-        )
-        cat = pd.Categorical(values, categories=[*column.categories, *extra])
-    return cat
+    codes = dtype.categories.get_indexer(values)  # -1: NULL, or a value outside the choices
+    lost = (codes == -1) & ~null_mask(values)
+    if not lost.any():
+        return pd.Categorical.from_codes(codes, dtype=dtype)
+    extra = list(pd.unique(values[lost]))
+    warnings.warn(
+        f"column {column.name!r}: values not among the field's choices {extra[:10]!r}; "
+        "they are kept as extra categories",
+        UserWarning,
+        stacklevel=4,
+    )
+    return pd.Categorical(values, categories=[*column.categories, *extra])
 
 
 def _to_geometry(values: np.ndarray, column: Column, geometry: str) -> np.ndarray:

@@ -108,6 +108,8 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
             categories = list(dict.fromkeys(c for d in dtypes for c in d.categories))
             for f in frames:
                 f[name] = f[name].cat.set_categories(categories)
+    if int(pd.__version__.split(".", 1)[0]) >= 3:  # copy-on-write: concat copies lazily
+        return pd.concat(frames, ignore_index=True)
     return pd.concat(frames, ignore_index=True, copy=False)
 
 

@@ -23,7 +23,11 @@ Methods:
    ``iter_frames`` on the first 100,000 rows, for the memory-flatness ratio; each once with
    ``engine="dbapi"`` (Django's cursor) and once with ``engine="adbc"`` (Arrow ADBC driver);
    ``read_frame adbc`` with its default ``parallel`` (primary-key ranges read at once, one
-   per core up to 2), ``read_frame adbc parallel=1`` in one read.
+   per core up to 2), ``read_frame adbc parallel=1`` in one read;
+6. ``read_frame adbc server-bound``: ``read_frame adbc`` with the parameters sent to the server
+   as bind parameters, as before the literal binding (``loaders._adbc.BIND_LITERALS = False``):
+   on PostgreSQL the ADBC driver then cannot stream with ``COPY`` (the same as ``read_frame
+   adbc`` on SQLite, where nothing changes).
 
 The rows are the first ``--rows`` buildings by id, selected by ``id <= <last id>`` (a filter:
 a slice would keep read_frame from splitting the read).
@@ -61,6 +65,7 @@ METHODS = [
     "iter_frames 100k",
     "read_frame adbc",
     "read_frame adbc parallel=1",
+    "read_frame adbc server-bound",
     "iter_frames adbc",
     "iter_frames adbc 100k",
 ]
@@ -97,6 +102,11 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
     from analysis_lib import iter_frames, read_frame
     from analysis_lib.loaders._plan import make_plan as _make_plan
     from project.buildings.models import Building
+
+    if method.endswith("server-bound"):
+        from analysis_lib.loaders import _adbc
+
+        _adbc.BIND_LITERALS = False  # the path before literal binding: no COPY on PostgreSQL
 
     limit = SMALL_ROWS if method.endswith(" 100k") else rows
     engine = "adbc" if " adbc" in method else "dbapi"
@@ -338,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             ("read_frame", "dbapi"),
             ("read_frame adbc", "adbc, parallel reads (default)"),
             ("read_frame adbc parallel=1", "adbc, one read"),
+            ("read_frame adbc server-bound", "adbc, parameters bound by the server, no COPY"),
         ):
             rf = med.get(name)
             if rf and dp and raw:

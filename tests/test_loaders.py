@@ -1039,3 +1039,81 @@ def test_bad_parallel(parallel, error):
 def test_bad_engine(engine):
     with pytest.raises(ValueError, match="`engine` must be one of 'auto', 'dbapi', 'adbc'; got"):
         read_frame(Building.objects.all(), ["id"], engine=engine)
+
+
+# --- hostile strings through a filter: parameters stay data on every engine ------------------
+#
+# On PostgreSQL the ADBC engine binds a filter's parameters as literals with the driver's own
+# quoting (bind_literals: Django's compose_sql, psycopg's mogrify) so that the driver can
+# stream with COPY; these strings must still come back as exactly the rows the ORM finds.
+
+HOSTILE = [
+    "it's",
+    "O''Brien",
+    "back\\slash",
+    "trailing\\",
+    "\\'; DROP TABLE buildings_building; --",
+    "x'); DROP TABLE buildings_building; --",
+    "ünïcødé ✓ 日本語 🏠",
+    "100%",
+    "%%",
+    "%s",
+    "%(name)s",
+    "$1",
+    "?",
+    "E'\\x41'",
+    "line\nbreak\ttab",
+    "$$dollar$$",
+]
+
+
+@adbc_db_mark
+def test_hostile_strings_through_a_filter_give_the_orms_rows(adbc_db, monkeypatch):
+    from analysis_lib.loaders import _adbc
+
+    bound = []
+    real_bind = _adbc.bind_literals
+    monkeypatch.setattr(_adbc, "bind_literals", lambda *a: bound.append(a[1]) or real_bind(*a))
+    qs = Building.objects.using(adbc_db)
+    ids = list(qs.order_by("id").values_list("id", flat=True)[: len(HOSTILE)])
+    before = dict(qs.filter(id__in=ids).values_list("id", "source_id"))
+    for pk, text in zip(ids, HOSTILE, strict=True):
+        qs.filter(pk=pk).update(source_id=text)
+    try:
+        querysets = [qs.filter(source_id=text) for text in HOSTILE]
+        querysets += [
+            qs.filter(source_id__in=HOSTILE[:6]),
+            qs.filter(source_id__contains="%"),  # LIKE, with Django's own escaping of %
+            qs.filter(source_id__startswith="\\"),
+            qs.filter(source_id__icontains="drop table"),
+            qs.filter(source_id__contains="日本語 🏠"),
+            qs.exclude(source_id__in=HOSTILE),
+        ]
+        for queryset in querysets:
+            queryset = queryset.order_by("id")
+            expected = list(queryset.values_list("id", "source_id"))
+            assert expected, queryset.query
+            for engine in ("adbc", "dbapi"):
+                df = read_frame(queryset, ["id", "source_id"], engine=engine)
+                assert list(df.itertuples(index=False, name=None)) == expected, engine
+        assert qs.count() == ADBC_ROWS  # nothing was dropped or changed
+    finally:
+        for pk, text in before.items():
+            qs.filter(pk=pk).update(source_id=text)
+    if IS_POSTGIS:  # every filtered ADBC read went through the literal binding (COPY)
+        assert len(bound) == len(querysets)
+
+
+@adbc_db_mark
+@pytest.mark.skipif(not IS_POSTGIS, reason="SQLite text may hold NUL; PostgreSQL's cannot")
+def test_a_nul_byte_in_a_filter_is_refused(adbc_db):
+    from django.db.utils import DataError
+
+    qs = Building.objects.using(adbc_db).filter(source_id="A001\x00' OR 1=1 --")
+
+    for engine in ("adbc", "auto"):
+        with pytest.raises(ValueError, match=r"query parameter 1 of 1 .* contains a NUL byte"):
+            read_frame(qs, ["id", "source_id"], engine=engine)
+    # Django's own cursor refuses it too (psycopg: text cannot contain NUL bytes).
+    with pytest.raises((ValueError, DataError), match="NUL"):
+        read_frame(qs, ["id", "source_id"], engine="dbapi")

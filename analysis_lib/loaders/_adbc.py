@@ -69,6 +69,47 @@ def _adbc_sql(sql: str, vendor: str) -> str:
     return _PLACEHOLDER.sub(replace, sql)
 
 
+#: PostgreSQL: bind a query's parameters as literals, so that the driver can stream with COPY
+#: (benchmarks/bench_loaders.py turns it off in a child process to show the difference).
+BIND_LITERALS = True
+
+
+def refuse_nul(params: Sequence[Any]) -> None:
+    """Raise ValueError if a str parameter holds a NUL byte, which PostgreSQL text cannot."""
+    for position, value in enumerate(params, 1):
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError(
+                f"query parameter {position} of {len(params)} ({value[:40]!r}) contains a NUL "
+                "byte (\\x00), which PostgreSQL text cannot hold; remove it from the filter"
+            )
+
+
+def bind_literals(sql: str, params: Sequence[Any], connection: Any) -> str:
+    """Return ``sql`` with ``params`` bound as SQL literals by the database driver's own quoting.
+
+    The PostgreSQL ADBC driver streams a result with ``COPY ... TO STDOUT (FORMAT binary)``
+    only for a statement without parameters; with parameters libpq receives the whole result
+    before the first batch. Django's ``connection.ops.compose_sql()`` binds them exactly as the
+    driver would on the client side (psycopg's ``ClientCursor.mogrify``, or psycopg2's
+    ``mogrify``): each value through the connection's registered adapters and libpq's escaping
+    for the connection's encoding and ``standard_conforming_strings``; ``%%`` becomes ``%``.
+    Nothing is quoted by hand here. PostgreSQL text cannot hold a NUL byte, so a str parameter
+    with one is refused with a ValueError before any quoting (the DB-API path refuses it too).
+
+    Raises
+    ------
+    ValueError
+        If a str parameter contains a NUL byte (not a fallback: no engine can run the query).
+    EngineUnavailable
+        If the driver cannot turn a parameter into a literal.
+    """
+    refuse_nul(params)
+    try:
+        return connection.ops.compose_sql(sql, list(params))
+    except Exception as exc:  # noqa: BLE001 - the driver's adaptation errors
+        raise EngineUnavailable(f"the query parameters cannot be bound as literals: {exc}") from exc
+
+
 def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str | None:
     """Why the ADBC engine cannot read this plan on this connection (None: it can)."""
     vendor = connection.vendor
@@ -104,7 +145,7 @@ def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str
             return f"column {column.name!r} needs Django's own converters"
         if column.kind == "geometry" and not column.wkb_selected:
             return f"geometry column {column.name!r} is not selected as WKB"
-    for value in plan.params:
+    for value in plan.params if vendor == "sqlite" else ():  # PostgreSQL: see bind_literals()
         if not isinstance(value, ADBC_PARAM_TYPES):
             return f"a query parameter of type {type(value).__name__} cannot be bound by ADBC"
     return None
@@ -307,8 +348,12 @@ def iter_adbc(
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(4 * 1024 * 1024)}
             )
+        if connection.vendor == "postgresql" and plan.params and BIND_LITERALS:
+            sql, params = bind_literals(plan.sql, plan.params, connection), None
+        else:
+            sql, params = _adbc_sql(plan.sql, connection.vendor), plan.params or None
         try:
-            cursor.execute(_adbc_sql(plan.sql, connection.vendor), plan.params or None)
+            cursor.execute(sql, params)
             reader = cursor.fetch_record_batch()
         except Exception as exc:  # noqa: BLE001
             raise EngineUnavailable(f"ADBC could not run the query: {exc}") from exc
@@ -368,8 +413,11 @@ def read_parallel(
     parts = min(2, os.cpu_count() or 1) if parallel is None else parallel
     if parts < 2 or plan.sql is None:
         return None
-    if refusal(plan, connections[plan.db]) is not None or split_reason(queryset) is not None:
+    connection = connections[plan.db]
+    if refusal(plan, connection) is not None or split_reason(queryset) is not None:
         return None
+    if connection.vendor == "postgresql":
+        refuse_nul(plan.params)  # before the key-span queries send it to the server
     span = pk_span(queryset)
     if span is None:
         return None

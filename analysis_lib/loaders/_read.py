@@ -172,9 +172,10 @@ def iter_frames(
         refused inside ``transaction.atomic()`` and on in-memory SQLite.
         ``"auto"``: DB-API for ``iter_frames`` (it holds exactly one chunk;
         see docs/loaders.md); ``read_frame`` uses ADBC when installed and allowed. Results are the
-        same values and dtypes either way. On PostgreSQL the ADBC driver streams (``COPY``) only
-        queries without parameters: with parameters libpq receives the whole result first, so
-        ``iter_frames(engine="adbc")`` is then not bounded by ``chunk_size``.
+        same values and dtypes either way. On PostgreSQL the ADBC driver streams with ``COPY``,
+        which takes no parameters: a filter's parameters are bound as literals by the database
+        driver's own quoting (Django's ``compose_sql``); a str parameter holding a NUL byte
+        raises ValueError (PostgreSQL text cannot hold one).
 
     Returns
     -------

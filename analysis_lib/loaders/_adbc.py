@@ -110,6 +110,17 @@ def bind_literals(sql: str, params: Sequence[Any], connection: Any) -> str:
         raise EngineUnavailable(f"the query parameters cannot be bound as literals: {exc}") from exc
 
 
+def sql_for(plan: Plan, connection: Any) -> tuple[str, tuple[Any, ...] | None]:
+    """Return the SQL and parameters to hand the ADBC driver for ``plan``.
+
+    PostgreSQL: the parameters bound as literals (:func:`bind_literals`), none left, so that the
+    driver streams with COPY. SQLite: Django's ``%s`` placeholders as ``?``, the parameters kept.
+    """
+    if connection.vendor == "postgresql" and plan.params and BIND_LITERALS:
+        return bind_literals(plan.sql, plan.params, connection), None
+    return _adbc_sql(plan.sql, connection.vendor), plan.params or None
+
+
 def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str | None:
     """Why the ADBC engine cannot read this plan on this connection (None: it can)."""
     vendor = connection.vendor
@@ -315,12 +326,15 @@ def iter_adbc(
     shared_bar: Any = None,
     *,
     iterating_auto: bool = False,
+    bound: tuple[str, tuple[Any, ...] | None] | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Run the planned query on an ADBC connection and yield one DataFrame per chunk.
 
     Raises EngineUnavailable, with ``rows=0`` before the first chunk (refused here, the
     connection or the query failed) and with the rows already yielded when a later batch fails.
     ``shared_bar``: a tqdm bar owned by the caller (parallel parts), updated here.
+    ``bound``: the SQL and parameters from :func:`sql_for`, made by the caller's thread when
+    this runs in another (binding uses Django's connection, which belongs to one thread).
     """
     from django.db import connections
 
@@ -348,10 +362,7 @@ def iter_adbc(
             cursor.adbc_statement.set_options(
                 **{"adbc.postgresql.batch_size_hint_bytes": str(4 * 1024 * 1024)}
             )
-        if connection.vendor == "postgresql" and plan.params and BIND_LITERALS:
-            sql, params = bind_literals(plan.sql, plan.params, connection), None
-        else:
-            sql, params = _adbc_sql(plan.sql, connection.vendor), plan.params or None
+        sql, params = sql_for(plan, connection) if bound is None else bound
         try:
             cursor.execute(sql, params)
             reader = cursor.fetch_record_batch()
@@ -430,7 +441,11 @@ def read_parallel(
     bar = progress_bar(plan) if progress else None
     try:
         with ThreadPoolExecutor(max_workers=parts, thread_name_prefix="read_frame") as pool:
-            futures = [pool.submit(read_part, part, chunk_size, bar) for part in plans]
+            # Bound here: binding uses Django's connection, which belongs to this thread.
+            futures = [
+                pool.submit(read_part, part, chunk_size, bar, sql_for(part, connection))
+                for part in plans
+            ]
             errors = [f.exception() for f in futures]
     finally:
         if bar is not None:
@@ -441,6 +456,8 @@ def read_parallel(
     return [frame for future in futures for frame in future.result()]
 
 
-def read_part(plan: Plan, chunk_size: int, bar: Any) -> list[pd.DataFrame]:
-    """Read one range's plan with ADBC into a list of chunks."""
-    return list(iter_adbc(plan, chunk_size, False, bar))
+def read_part(
+    plan: Plan, chunk_size: int, bar: Any, sql: tuple[str, tuple[Any, ...] | None]
+) -> list[pd.DataFrame]:
+    """Read one range's plan with ADBC into a list of chunks (``sql``: from :func:`sql_for`)."""
+    return list(iter_adbc(plan, chunk_size, False, bar, bound=sql))

@@ -22,12 +22,13 @@ _EXPORTS: dict[str, str] = {
     # Django set-up for notebooks and scripts
     "setup_django": "._django",
     # QuerySet -> pandas loaders
-    "iter_frames": "._loaders",
-    "read_frame": "._loaders",
-    "read_geodataframe": "._loaders",
+    "iter_frames": ".loaders",
+    "read_frame": ".loaders",
+    "read_geodataframe": ".loaders",
+    "EngineUnavailable": ".loaders",
     "to_dask": "._dask",
     # keep pandas from loading pyarrow (~38 MiB of RSS) in a lean process
-    "keep_pyarrow_out": "._arrow",
+    "keep_pyarrow_out": ".loaders",
     # per-region analysis of any two models, and its strategies
     "summarize_by_region": ".regions.api",
     "iter_items_by_region": ".regions.api",
@@ -68,12 +69,13 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs (tests/test_api.py checks it)
-    from ._arrow import keep_pyarrow_out as keep_pyarrow_out
     from ._dask import to_dask as to_dask
     from ._django import setup_django as setup_django
-    from ._loaders import iter_frames as iter_frames
-    from ._loaders import read_frame as read_frame
-    from ._loaders import read_geodataframe as read_geodataframe
+    from .loaders import EngineUnavailable as EngineUnavailable
+    from .loaders import iter_frames as iter_frames
+    from .loaders import keep_pyarrow_out as keep_pyarrow_out
+    from .loaders import read_frame as read_frame
+    from .loaders import read_geodataframe as read_geodataframe
     from .memory import LineProfile as LineProfile
     from .memory import MemoryLog as MemoryLog
     from .memory import MemoryResult as MemoryResult

@@ -25,7 +25,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._loaders import _check_count, _pk_span, _require_queryset
+from ._checks import check_positive_int, check_queryset
+from .loaders import in_range, pk_ranges
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import dask.dataframe
@@ -90,18 +91,9 @@ class _Source:
     chunk_size: int
 
 
-@dataclass(frozen=True)
-class _Range:
-    """Primary keys ``lo <= pk < hi``, or ``lo <= pk <= hi`` for the last range."""
-
-    lo: int
-    hi: int
-    last: bool
-
-
 def _check_queryset(queryset: Any, caller: str) -> None:
     """Raise TypeError/ValueError unless ``queryset`` can be split by primary-key ranges."""
-    _require_queryset(queryset, f"{caller}(): ")
+    check_queryset("queryset", queryset)
     query = queryset.query
     if query.is_sliced:
         raise ValueError(
@@ -120,7 +112,7 @@ def _check_queryset(queryset: Any, caller: str) -> None:
             "DataFrame instead (ddf.groupby(...))"
         )
     pk = queryset.model._meta.pk
-    from ._loaders import _INT_TYPES
+    from .loaders import INT_TYPES as _INT_TYPES
 
     internal = (pk.target_field if pk.is_relation else pk).get_internal_type()
     if internal not in _INT_TYPES:
@@ -158,24 +150,6 @@ def _make_source(
         geometry=geometry,
         chunk_size=chunk_size,
     )
-
-
-def _pk_ranges(queryset: QuerySet, npartitions: int) -> list[_Range]:
-    """Split ``[min(pk), max(pk)]`` into ``npartitions`` ranges of equal width (fewer if narrow)."""
-    span = _pk_span(queryset)
-    if span is None:  # no rows: one range that matches nothing
-        return [_Range(0, 0, False)]
-    lo, hi = span
-    width = hi - lo + 1
-    n = min(npartitions, width)
-    edges = [lo + (i * width) // n for i in range(n)] + [hi]
-    return [_Range(edges[i], edges[i + 1], i == n - 1) for i in range(n)]
-
-
-def _in_range(queryset: QuerySet, bounds: _Range) -> QuerySet:
-    """Filter ``queryset`` to the primary keys in ``bounds``."""
-    upper = "pk__lte" if bounds.last else "pk__lt"
-    return queryset.filter(pk__gte=bounds.lo, **{upper: bounds.hi})
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,13 +228,13 @@ def _worker_queryset(source: _Source) -> Iterator[QuerySet]:
         _tidy(connection)
 
 
-def _load_partition(bounds: _Range, source: _Source, index: str) -> pd.DataFrame:
+def _load_partition(bounds: tuple[int, int], source: _Source, index: str) -> pd.DataFrame:
     """Load one primary-key range with :func:`read_frame`, indexed by the primary key."""
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     with _worker_queryset(source) as queryset:
         return read_frame(
-            _in_range(queryset, bounds).order_by("pk"),
+            in_range(queryset, bounds).order_by("pk"),
             list(source.fields),
             chunk_size=source.chunk_size,
             geometry=source.geometry,  # type: ignore[arg-type]
@@ -350,8 +324,8 @@ def to_dask(
     """
     dd = _import_dask_dataframe("to_dask")
     _check_queryset(queryset, "to_dask")
-    _check_count("npartitions", npartitions)
-    _check_count("chunk_size", chunk_size, allow_none=False)
+    check_positive_int("npartitions", npartitions, allow_none=True)
+    check_positive_int("chunk_size", chunk_size)
     if fields is not None and (isinstance(fields, str | bytes) or not isinstance(fields, Sequence)):
         raise TypeError(f"`fields` must be a list or tuple of field names, got {fields!r}")
     if fields is not None and len(fields) == 0:
@@ -360,7 +334,7 @@ def to_dask(
         raise ValueError(f"`geometry` was {geometry!r} but is expected to be in ('shapely', 'wkb')")
     import dask
 
-    from ._loaders import read_frame
+    from .loaders import read_frame
 
     opts = queryset.model._meta
     index = opts.pk.attname
@@ -378,11 +352,13 @@ def to_dask(
     base = queryset.order_by()
     if npartitions is None:
         npartitions = max(1, math.ceil(base.count() / DEFAULT_PARTITION_ROWS))
-    ranges = _pk_ranges(base, npartitions)
+    ranges = pk_ranges(base, npartitions)
     source = _make_source(base, load, geometry, chunk_size)
     divisions = None
-    if len(ranges) > 1 or ranges[0].last:
-        divisions = (*(r.lo for r in ranges), ranges[-1].hi)
+    if ranges:  # half-open ranges: the last division is the largest key itself
+        divisions = (*(lo for lo, _ in ranges), ranges[-1][1] - 1)
+    else:
+        ranges = [(0, 0)]  # no rows: one partition that matches nothing
     with dask.config.set({"dataframe.convert-string": False}):
         return dd.from_map(
             _load_partition,

@@ -364,3 +364,43 @@ def test_private_spatialite_names_the_missing_library():
 
     with pytest.raises(FileNotFoundError, match="SPATIALITE_LIBRARY_PATH"):
         private_spatialite("no_such_spatialite_library")
+
+
+# The same, through the library: an ADBC read (the loaders' second connection), then SpatiaLite
+# calls on Django's own connection in the same process.
+ADBC_THEN_DJANGO = """
+import django, os, sys
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+call_command("migrate", verbosity=0)
+from analysis_lib import read_frame
+from project.buildings.models import ZipCode
+frame = read_frame(ZipCode.objects.all(), ["id", "boundary"], engine="adbc")
+with connection.cursor() as cursor:
+    cursor.execute("SELECT InitSpatialMetaDataFull(1)")
+    cursor.execute("SELECT Area(GeomFromText('POLYGON((0 0,2 0,2 2,0 2,0 0))'))")
+    print(len(frame), cursor.fetchone()[0])
+"""
+
+
+@requires_spatialite
+@pytest.mark.skipif(
+    importlib.util.find_spec("adbc_driver_sqlite") is None,
+    reason="adbc-driver-sqlite not installed",
+)
+def test_spatialite_on_djangos_connection_survives_an_adbc_read(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-c", ADBC_THEN_DJANGO],
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "project.settings",
+            "DATABASE_URL": f"spatialite:///{tmp_path / 'db.sqlite3'}",
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["0", "4.0"]

@@ -223,7 +223,7 @@ def _iter(regions, items, spec, fields, geometry, chunk_size, progress):
     """Generate what :func:`iter_items_by_region` (arguments already checked)."""
     from tqdm.auto import tqdm
 
-    from .._loaders import read_frame
+    from ..loaders import read_frame
     from .per_region import region_querysets
 
     region_frame = load_regions(regions, spec)
@@ -303,7 +303,7 @@ def plot_choropleth(
     from matplotlib.colors import LogNorm, Normalize
     from matplotlib.path import Path
 
-    from .._loaders import read_frame
+    from ..loaders import read_frame
     from .core import _geometry_field
 
     if column not in summary.columns:

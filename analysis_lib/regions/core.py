@@ -265,7 +265,7 @@ def load_regions(regions: QuerySet, spec: Spec) -> pd.DataFrame:
     Columns: ``pk``, ``geom`` (shapely, in the items' SRID), ``area_km2`` (equal-area).
     """
     from .._geo import equal_area_km2
-    from .._loaders import read_frame
+    from ..loaders import read_frame
 
     qs, geom = regions_in_item_srid(regions.order_by(spec.key), spec)
     fields = ["pk", spec.key, geom] if spec.key != "pk" else ["pk", geom]

@@ -19,17 +19,17 @@ __all__ = ["DaskSweep"]
 
 def _ranges(items: QuerySet, npartitions: int) -> list[Any]:
     """Return the primary-key ranges of ``items`` (the one place this module asks for them)."""
-    from .._dask import _pk_ranges
+    from ..loaders import pk_ranges
 
-    return _pk_ranges(items, npartitions)
+    return pk_ranges(items, npartitions)
 
 
 def _partials_for_range(bounds: Any, source: Any, regions: tuple[Any, Any], spec: Spec) -> Partials:
     """In a worker: stream one primary-key range, match each chunk, return merged partials."""
     import shapely
 
-    from .._dask import _in_range, _worker_queryset
-    from .._loaders import iter_frames
+    from .._dask import _worker_queryset
+    from ..loaders import in_range, iter_frames
 
     region_wkb, grid = regions
     geoms = shapely.from_wkb(region_wkb)  # prepared per task: GEOS prepared geometries are
@@ -38,7 +38,7 @@ def _partials_for_range(bounds: Any, source: Any, regions: tuple[Any, Any], spec
     total = Partials(n, spec)
     with _worker_queryset(source) as queryset:
         frames = iter_frames(
-            _in_range(queryset, bounds).order_by(),
+            in_range(queryset, bounds).order_by(),
             list(source.fields),
             source.chunk_size,
             geometry="wkb",

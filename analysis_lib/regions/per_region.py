@@ -105,7 +105,7 @@ class PerRegion(Strategy):
         import numpy as np
         from tqdm.auto import tqdm
 
-        from .._loaders import read_frame
+        from ..loaders import read_frame
 
         n = len(region_frame)
         total = Partials(n, spec)

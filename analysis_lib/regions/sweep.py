@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._checks import check_choice, check_positive_int, fail_type, fail_value
+from ..loaders import run_with_engine
+from ..loaders._engine import ENGINES
 from .core import Partials, Spec, Strategy, fields_of, match_chunk, trim_heap
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -15,31 +17,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from django.db.models import QuerySet
 
 __all__ = ["Sweep"]
-
-T = TypeVar("T")
-ENGINES: tuple[str, ...] = ("auto", "dbapi", "adbc")
-
-
-def run_with_engine(engine: str, run: Callable[[str], T]) -> T:
-    """Call ``run(engine)``; under ``"auto"``, ``run("adbc")`` then ``run("dbapi")`` on refusal.
-
-    The one place the sweep decides its engine: ADBC needs pyarrow (a process that keeps it
-    out reads with DB-API without loading the driver); ADBC on SQLite fixes column types from
-    the first batch and can fail on a later one, and then the pass restarts on DB-API.
-    """
-    from .._arrow import pyarrow_kept_out
-
-    if engine == "auto" and pyarrow_kept_out():
-        engine = "dbapi"
-    if engine != "auto":
-        return run(engine)
-    from .._loaders import _AdbcMidStream, _AdbcRefused
-
-    try:
-        return run("adbc")
-    except (_AdbcMidStream, _AdbcRefused):  # refused: before the first chunk, none merged
-        pass
-    return run("dbapi")
 
 
 class Sweep(Strategy):
@@ -118,7 +95,7 @@ class Sweep(Strategy):
         from tqdm.auto import tqdm
 
         from .._geo import RegionGrid
-        from .._loaders import iter_frames
+        from ..loaders import iter_frames
 
         n = len(region_frame)
         boundaries = region_frame["geom"].to_numpy()

@@ -58,7 +58,7 @@ def pyarrow_kept_out() -> bool:
 
     Examples
     --------
-    >>> from analysis_lib._arrow import pyarrow_kept_out
+    >>> from analysis_lib.loaders._arrow import pyarrow_kept_out
     >>> isinstance(pyarrow_kept_out(), bool)
     True
     """

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._checks import check_positive_int, check_queryset
+from ._checks import check_choice, check_positive_int, check_queryset
 from .loaders import in_range, pk_ranges
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
@@ -330,8 +330,7 @@ def to_dask(
         raise TypeError(f"`fields` must be a list or tuple of field names, got {fields!r}")
     if fields is not None and len(fields) == 0:
         raise ValueError("`fields` is empty: name at least one field, or pass None for all")
-    if geometry not in ("shapely", "wkb"):
-        raise ValueError(f"`geometry` was {geometry!r} but is expected to be in ('shapely', 'wkb')")
+    check_choice("geometry", geometry, ("shapely", "wkb"))
     import dask
 
     from .loaders import read_frame

@@ -83,7 +83,10 @@ def test_progress_bar_goes_to_stderr(data, tmp_path, capsys):
     ("args", "message"),
     [
         (["--state", "XX"], r"no ZIP codes for state 'XX' in the database; states present: MA"),
-        (["--state", "Mass"], r"--state 'MASS': expected a two-letter state code"),
+        (
+            ["--state", "Mass"],
+            r"`--state` must be a two-letter state code such as 'MA'; got 'MASS'",
+        ),
         (["--state", "MA", "--format", "parquet", "--out", "x.csv"], r"\.csv suffix but --format"),
         (["--state", "MA", "--strategy", "fast"], r"invalid choice: 'fast'"),
         (["--state", "MA", "--chunk-size", "0"], r"`chunk_size` must be a positive int"),

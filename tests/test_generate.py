@@ -617,7 +617,8 @@ def test_failure_on_the_first_load_leaves_empty_tables(monkeypatch):
 def test_load_buildings_refuses_a_non_empty_table(generated):
     with pytest.raises(ValueError, match="is not empty"):
         bulkload.load_buildings(synthetic.iter_buildings(10, 1), range(1, 495))
-    with pytest.raises(ValueError, match="`method` was 'quick'"):
+    expected = "`method` must be one of 'packed', 'rebuild', 'naive'; got 'quick'"
+    with pytest.raises(ValueError, match=expected):
         bulkload.load_buildings([], [], method="quick")  # type: ignore[arg-type]
 
 

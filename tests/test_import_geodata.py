@@ -445,12 +445,15 @@ def test_invalid_building_repaired_into_parts_is_split(tmp_path):
         ),
         (("zipcodes", "--map", "code"), r"--map 'code': expected FIELD=ATTRIBUTE"),
         (("zipcodes", "--map", "code=A", "--map", "code=B"), r"'code' is already mapped"),
-        (("zipcodes", "--state", "Mass"), r"--state 'MASS': expected a two-letter code"),
+        (
+            ("zipcodes", "--state", "Mass"),
+            r"`--state` must be a two-letter state code such as 'MA'; got 'Mass'",
+        ),
         (("zipcodes",), r"no state attribute; pass --state XX"),
         (("zipcodes", "--state", "MA", "--map", "state=PO_NAME"), r"either --state MA or --map"),
         (("buildings", "--state", "MA"), r"--state applies to zipcodes only"),
         (("buildings", "--srid", "999999"), r"--srid 999999 is not a known EPSG code"),
-        (("buildings", "--batch-size", "0"), r"batch_size must be a positive integer"),
+        (("buildings", "--batch-size", "0"), r"`batch_size` must be a positive int; got 0"),
     ],
 )
 def test_bad_arguments_are_clear_errors(tmp_path, args, expected):
@@ -484,7 +487,9 @@ def test_parse_mapping_and_mappable_fields():
         "use_type",
         "source_id",
     ]
-    with pytest.raises(GeodataImportError, match=r"`kind` was 'parcels'"):
+    with pytest.raises(
+        GeodataImportError, match=r"`kind` must be one of 'zipcodes', 'buildings'; got 'parcels'"
+    ):
         mappable_fields("parcels")
 
 

@@ -32,7 +32,9 @@ from analysis_lib import (
     report_dir,
     summarize_by_region,
 )
-from analysis_lib.checks import check_choice, check_positive_int, check_type, fail_value
+from analysis_lib.checks import check_choice, check_positive_int, fail_value
+
+from .states import clean_state
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers only
     import pandas as pd
@@ -77,9 +79,7 @@ def resolve_zips(zips: QuerySet | str, argument: str = "zips") -> QuerySet:
     from .models import ZipCode
 
     if isinstance(zips, str):
-        state = zips.strip().upper()
-        if len(state) != 2 or not state.isalpha():
-            raise fail_value(argument, "a two-letter state code such as 'MA'", zips)
+        state = clean_state(argument, zips)
         qs = ZipCode.objects.filter(state=state)
         if not qs.exists():
             present = sorted(ZipCode.objects.order_by().values_list("state", flat=True).distinct())
@@ -306,7 +306,7 @@ def select_zips(state: str, max_zips: int | None = None, *, argument: str = "max
     >>> [z.code for z in zips]  # doctest: +SKIP
     ['01001', '01002', '01003', '01005', '01007']
     """
-    check_type("state", state, str, "a two-letter state code such as 'MA'")
+    clean_state("state", state)
     check_positive_int(argument, max_zips, allow_none=True)
     zips = resolve_zips(state, "state")
     return zips if max_zips is None else zips[:max_zips]
@@ -722,7 +722,7 @@ def mprof_zip_loop(
     from analysis_lib import run_mprof
 
     check_choice("approach", approach, APPROACHES)
-    check_type("state", state, str, "a two-letter state code such as 'MA'")
+    state = clean_state("state", state)
     check_positive_int("max_zips", max_zips, allow_none=True)
     check_positive_int("chunk_size", chunk_size)
     # mprof's Python mode runs the module under memory-profiler, whose `profile` builtin

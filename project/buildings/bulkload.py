@@ -45,6 +45,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from analysis_lib.checks import check_choice
+
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
 
@@ -665,8 +667,7 @@ def load_buildings(
 
     from .models import Building
 
-    if method not in _PLANS:
-        raise ValueError(f"`method` was {method!r} but is expected to be in {METHODS}")
+    check_choice("method", method, METHODS)
     connection = connections[using]
     loader = _loader_class(connection)(connection, method, np.asarray(zip_pk, dtype=np.int64))
     rows = n_batches = 0

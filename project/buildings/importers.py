@@ -64,6 +64,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any, Literal
 
+from analysis_lib.checks import check_choice, check_positive_int
+
+from .states import clean_state
+
 if TYPE_CHECKING:
     from django.contrib.gis.gdal import CoordTransform, DataSource, Layer
     from django.contrib.gis.geos import GEOSGeometry, Polygon
@@ -354,8 +358,10 @@ def import_geodata(
     _check_choice("invalid", invalid, INVALID_POLICIES)
     _check_choice("multipart", multipart, MULTIPART_POLICIES)
     _check_choice("unknown_use_type", unknown_use_type, UNKNOWN_USE_TYPE_POLICIES)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise GeodataImportError(f"batch_size must be a positive integer, got {batch_size!r}")
+    try:
+        check_positive_int("batch_size", batch_size)
+    except (TypeError, ValueError) as exc:
+        raise GeodataImportError(str(exc)) from None
     mapping = dict(mapping or {})
     valid_fields = mappable_fields(kind)
     unknown = [f for f in mapping if f not in valid_fields]
@@ -371,9 +377,10 @@ def import_geodata(
             raise GeodataImportError(
                 f"use either --state {state} or --map state={mapping['state']}, not both"
             )
-        state = state.strip().upper()
-        if not _STATE_RE.fullmatch(state):
-            raise GeodataImportError(f"--state {state!r}: expected a two-letter code such as MA")
+        try:
+            state = clean_state("--state", state)
+        except (TypeError, ValueError) as exc:
+            raise GeodataImportError(str(exc)) from None
 
     path = os.fspath(path)
     gdal_path = path
@@ -418,9 +425,11 @@ def import_geodata(
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    """Raise if ``value`` is not one of ``allowed``."""
-    if value not in allowed:
-        raise GeodataImportError(f"`{name}` was {value!r} but is expected to be in {allowed}")
+    """Raise GeodataImportError (the library's message) if ``value`` is not one of ``allowed``."""
+    try:
+        check_choice(name, value, allowed)
+    except ValueError as exc:
+        raise GeodataImportError(str(exc)) from None
 
 
 def _mappable(model: type[models.Model]) -> list[Any]:

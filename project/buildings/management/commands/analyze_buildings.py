@@ -17,6 +17,8 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
 
+from project.buildings.states import clean_state
+
 FORMATS = ("csv", "parquet")
 
 
@@ -181,8 +183,10 @@ class Command(BaseCommand):
                 "the database has no buildings: generate data with `python manage.py "
                 "generate_buildings --states MA` or load it with `python manage.py import_geodata`"
             )
-        if len(state) != 2 or not state.isalpha():
-            raise CommandError(f"--state {state!r}: expected a two-letter state code such as MA")
+        try:
+            state = clean_state("--state", state)
+        except (TypeError, ValueError) as exc:
+            raise CommandError(str(exc)) from None
         if not ZipCode.objects.filter(state=state).exists():
             present = sorted(ZipCode.objects.order_by().values_list("state", flat=True).distinct())
             raise CommandError(

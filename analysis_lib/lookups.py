@@ -81,7 +81,9 @@ class IndexedLookupMixin:
         prefilter, prefilter_params = self.prefilter_sql(
             connection, index_table, rhs_sql, rhs_params
         )
-        rowid = f"{compiler.quote_name_unless_alias(self.lhs.alias)}.ROWID"
+        # Django 6.1 renamed quote_name_unless_alias() to quote_name() (the old name warns).
+        quote = getattr(compiler, "quote_name", None) or compiler.quote_name_unless_alias
+        rowid = f"{quote(self.lhs.alias)}.ROWID"
         return (
             f"({rowid} IN ({prefilter}) AND {sql})",
             (*prefilter_params, *params),

@@ -44,14 +44,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fresh import ChildFailed, rss, run_json, run_python  # noqa: E402
+
 WORKDIR = ROOT / "data" / "bench_generate"
 
 
@@ -67,7 +68,6 @@ VARIANTS: dict[str, tuple[str, bool, str]] = {
 
 def child(args: argparse.Namespace) -> None:
     """Run one variant in this process and print a JSON line."""
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     import django
 
@@ -101,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
         stdout=out,
     )
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_rss_mb = rss().peak_mib
     count = Building.objects.count()
     check = None
     if connection.vendor == "sqlite":
@@ -125,19 +125,18 @@ def child(args: argparse.Namespace) -> None:
         "rtree": check,
         "message": out.getvalue().strip(),
     }
-    print("RESULT " + json.dumps(result), flush=True)
+    print(json.dumps(result), flush=True)
 
 
 def manage(url: str, *argv: str) -> None:
-    env = {**os.environ, "DATABASE_URL": url}
-    subprocess.run([sys.executable, "manage.py", *argv], cwd=ROOT, env=env, check=True)
+    try:
+        run_python(ROOT / "manage.py", *argv, database_url=url, timeout=None)
+    except ChildFailed as error:
+        sys.exit(f"[bench] manage.py {' '.join(argv)} failed: {error}")
 
 
 def run_variant(url: str, method: str, rows: int, states: str, args: argparse.Namespace) -> dict:
-    env = {**os.environ, "DATABASE_URL": url}
     cmd = [
-        sys.executable,
-        __file__,
         "--child",
         "--method",
         method,
@@ -150,11 +149,10 @@ def run_variant(url: str, method: str, rows: int, states: str, args: argparse.Na
         "--states",
         states,
     ]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"[bench] {method} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return json.loads(line[len("RESULT ") :])
+    try:
+        return run_json(Path(__file__), *cmd, database_url=url, timeout=None)
+    except ChildFailed as error:
+        sys.exit(f"[bench] {method} failed: {error}")
 
 
 def main() -> None:

@@ -44,12 +44,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fresh import parse_json_line, reset_peak_rss, rss, run_python  # noqa: E402
+
 DEFAULT_URL = f"spatialite:///{ROOT / 'data' / 'loaders.sqlite3'}"
 PLAIN_FIELDS = ["id", "footprint_m2", "height_m", "year_built", "use_type"]
 GEOMETRY_FIELDS = [*PLAIN_FIELDS, "boundary"]
@@ -76,20 +78,11 @@ METHODS = [
 # ---------------------------------------------------------------------------
 
 
-def _rss_kib(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{key} not in /proc/self/status")
-
-
 def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
     # Load shapely/pyproj before the database connection (see the loaders' tests).
     import pyproj  # noqa: F401
     import shapely
 
-    sys.path.insert(0, str(ROOT))
     from analysis_lib import setup_django
 
     setup_django("project.settings")
@@ -153,15 +146,12 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
             return n
         raise ValueError(f"unknown method {method!r}")
 
-    if Path("/proc/self/clear_refs").exists():
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # reset VmHWM (peak RSS) to the current RSS
-    base = _rss_kib("VmRSS")
+    reset_peak_rss()  # VmHWM (peak RSS) back to the current RSS
+    base = rss().current_mib
     t0 = time.perf_counter()
     n = run()
     seconds = time.perf_counter() - t0
-    peak = _rss_kib("VmHWM")
-    return {"method": method, "rows": n, "seconds": seconds, "peak_mib": (peak - base) / 1024}
+    return {"method": method, "rows": n, "seconds": seconds, "peak_mib": rss().peak_mib - base}
 
 
 # ---------------------------------------------------------------------------
@@ -171,7 +161,6 @@ def _child(method: str, fields: list[str], rows: int, chunk_size: int) -> dict:
 
 def _fill(rows: int, seed: int) -> None:
     """Make sure the database holds at least ``rows`` synthetic buildings."""
-    sys.path.insert(0, str(ROOT))
     from analysis_lib import setup_django
 
     setup_django("project.settings")
@@ -257,8 +246,6 @@ def _fill(rows: int, seed: int) -> None:
 
 def _measure(method: str, fields: list[str], args: argparse.Namespace, env: dict) -> dict:
     cmd = [
-        sys.executable,
-        __file__,
         "--child",
         method,
         "--fields",
@@ -268,12 +255,12 @@ def _measure(method: str, fields: list[str], args: argparse.Namespace, env: dict
         "--chunk-size",
         str(args.chunk_size),
     ]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    out = run_python(Path(__file__), *cmd, env=env, timeout=None, check=False)
     if out.returncode != 0:
         # e.g. django-pandas on a pandas it does not support: say so, measure the rest.
         error = (out.stderr.strip().splitlines() or ["no output"])[-1]
         return {"method": method, "failed": error}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return parse_json_line(out.stdout)
 
 
 def _table(label: str, results: dict[str, list[dict]], rows: int) -> tuple[str, dict]:
@@ -335,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     _fill(args.rows, args.seed)
     # Parallel reads need a free core: say how busy the machine is.
     print(f"[bench] {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
-    env = {**os.environ, "DATABASE_URL": args.database_url}
+    env = {"DATABASE_URL": args.database_url}
     methods = args.methods.split(",")
     runs = {"plain": PLAIN_FIELDS, "geometry": GEOMETRY_FIELDS}
     report: dict[str, dict] = {}

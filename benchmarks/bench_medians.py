@@ -34,13 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fresh import ChildFailed, reset_peak_rss, rss, run_json  # noqa: E402
+
 METHODS = {
     "data": "data only",
     "today": "today (per-region concat)",
@@ -48,32 +49,6 @@ METHODS = {
     "store32": "MedianStore (32 MiB)",
     "store8": "MedianStore (8 MiB)",
 }
-
-
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS; False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as refs:
-            refs.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def chunks(n_values: int, n_regions: int, chunk: int, seed: int = 42):
@@ -150,7 +125,6 @@ def store_medians(stream, n_regions: int, limit: int):
 
 
 def child(method: str, n_values: int, n_regions: int, chunk: int, trace: bool) -> dict:
-    sys.path.insert(0, str(ROOT))
     import numpy as np
 
     import analysis_lib.regions._medians  # noqa: F401  (imports are not part of the measurement)
@@ -159,8 +133,8 @@ def child(method: str, n_values: int, n_regions: int, chunk: int, trace: bool) -
         import tracemalloc
 
         tracemalloc.start()
-    baseline = _rss_mib()
-    reset = _reset_peak()  # else the peak may be the imports' (ru_maxrss counts from exec)
+    baseline = rss().current_mib
+    reset = reset_peak_rss()  # else the peak may be the imports' (ru_maxrss counts from exec)
     stream = chunks(n_values, n_regions, chunk)
     start, cpu_start = time.perf_counter(), time.process_time()
     if method == "data":
@@ -178,7 +152,7 @@ def child(method: str, n_values: int, n_regions: int, chunk: int, trace: bool) -
         "seconds": seconds,
         "cpu_seconds": cpu,
         "baseline_mib": baseline,
-        "peak_mib": _peak_mib(),
+        "peak_mib": rss().peak_mib,
         "peak_reset": reset,
         "checksum": float(np.nansum(result)),
         "n_nan": int(np.isnan(result).sum()),
@@ -189,19 +163,18 @@ def child(method: str, n_values: int, n_regions: int, chunk: int, trace: bool) -
 
 
 def run_child(method, n_values, n_regions, chunk, trace) -> dict:
-    args = [sys.executable, __file__, "--child", method, "--values", str(n_values)]
+    args = ["--child", method, "--values", str(n_values)]
     args += ["--regions", str(n_regions), "--chunk", str(chunk)] + (["--trace"] if trace else [])
-    done = subprocess.run(args, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{method} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    try:
+        return run_json(Path(__file__), *args, cwd=Path.cwd(), timeout=None)
+    except ChildFailed as error:
+        raise SystemExit(f"{method} failed:\n{error}") from None
 
 
 def check(n_regions: int) -> None:
     """Every method's medians equal today's on a small case (exactness, not speed)."""
     import numpy as np
 
-    sys.path.insert(0, str(ROOT))
     expected = today_medians(chunks(300_000, n_regions, 10_000), n_regions)
     for got in (
         sort_medians(chunks(300_000, n_regions, 10_000), n_regions),

@@ -34,13 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fresh import ChildFailed, rss, run_json  # noqa: E402  (needs ROOT on sys.path)
+
 KEPT_OUT = "sweep (pyarrow kept out)"
 METHODS = (
     "sweep",
@@ -54,17 +55,8 @@ METHODS = (
 VALUE_FIELDS = ("footprint_m2", "height_m", "year_built", "use_type")
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS in /proc/self/status")
-
-
 def child(method: str, state: str, sample: int, predicate: str) -> dict:
     """Run one measurement in this (fresh) process and return what it saw."""
-    sys.path.insert(0, str(ROOT))
     if method == KEPT_OUT:  # first, before anything imports pandas (as analyze_buildings does)
         from analysis_lib import keep_pyarrow_out
 
@@ -83,7 +75,7 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
     zips = ZipCode.objects.filter(state=state).order_by("code")
     n_zips = zips.count()
     n_buildings = Building.objects.count()
-    baseline = _rss_mib()
+    baseline = rss().current_mib
     start = time.perf_counter()
     cpu_start = time.process_time()
     if method in ("sweep", KEPT_OUT, "sweep (no worker thread)", "orm", "database"):
@@ -98,7 +90,7 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
             "assigned": int(summary["n_buildings"].sum()),
             "extrapolated": False,
             "baseline_mib": baseline,
-            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_mib": rss().peak_mib,
             "zips": n_zips,
             "buildings": n_buildings,
             "pyarrow": sys.modules.get("pyarrow") is not None,
@@ -124,7 +116,7 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
         "assigned": assigned,
         "extrapolated": True,
         "baseline_mib": baseline,
-        "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mib": rss().peak_mib,
         "zips": n_zips,
         "buildings": n_buildings,
         "pyarrow": sys.modules.get("pyarrow") is not None,
@@ -132,13 +124,11 @@ def child(method: str, state: str, sample: int, predicate: str) -> dict:
 
 
 def run_child(url: str, method: str, state: str, sample: int, predicate: str) -> dict:
-    env = {**os.environ, "DATABASE_URL": url}
-    args = [sys.executable, __file__, "--child", method, "--state", state]
-    args += ["--sample", str(sample), "--predicate", predicate]
-    done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{method} on {url} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    args = ["--child", method, "--state", state, "--sample", str(sample), "--predicate", predicate]
+    try:
+        return run_json(Path(__file__), *args, database_url=url, cwd=Path.cwd(), timeout=None)
+    except ChildFailed as error:
+        raise SystemExit(f"{method} on {url} failed:\n{error}") from None
 
 
 def warm_page_cache(url: str) -> None:
@@ -229,7 +219,6 @@ def engines(url: str, state: str) -> str:
     this process: ``DATABASE_URL`` is set before Django starts.
     """
     os.environ["DATABASE_URL"] = url
-    sys.path.insert(0, str(ROOT))
     from analysis_lib import setup_django
 
     setup_django("project.settings")

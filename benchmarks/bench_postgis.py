@@ -34,13 +34,15 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.fresh import parse_json_line, reset_peak_rss, rss, run_python  # noqa: E402
+
 STRATEGIES = ["orm", "database", "sweep"]
 DASK_RUNS = ["dask cold", "dask warm"]
 BACKENDS = ["spatialite", "postgis"]
@@ -51,25 +53,20 @@ BACKENDS = ["spatialite", "postgis"]
 # --------------------------------------------------------------------------------------------
 
 
-def _vm(key: str) -> float:
-    """VmRSS or VmHWM of this process, MiB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {key} in /proc/self/status")
+def _peak() -> float:
+    """The peak RSS of this process (or of a Dask worker, through ``client.run``), MiB."""
+    return rss().peak_mib
 
 
 def _reset_peak() -> float:
-    """Reset VmHWM to the current RSS; return the current RSS (MiB)."""
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    return _vm("VmRSS")
+    """Reset the peak RSS to the current RSS; return the current RSS (MiB)."""
+    if not reset_peak_rss():
+        raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs): Linux only")
+    return rss().current_mib
 
 
 def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
     os.environ["DATABASE_URL"] = url
-    sys.path.insert(0, str(ROOT))
     import analysis_lib
 
     analysis_lib.setup_django("project.settings")
@@ -86,7 +83,7 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
         start = time.perf_counter()
         summary = summarize_by_zip(state, strategy=run, predicate=predicate)
         result["seconds"] = time.perf_counter() - start
-        result["peak_mib"] = _vm("VmHWM") - baseline
+        result["peak_mib"] = _peak() - baseline
     else:
         import logging
 
@@ -111,10 +108,10 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
                 start = time.perf_counter()
                 summary = summarize_by_zip(state, strategy=DaskSweep(client), predicate=predicate)
                 seconds = time.perf_counter() - start
-                peaks = client.run(_vm, "VmHWM")
+                peaks = client.run(_peak)
                 result[attempt] = {
                     "seconds": seconds,
-                    "peak_mib": _vm("VmHWM") - baseline,
+                    "peak_mib": _peak() - baseline,
                     "worker_peak_mib": max(peaks[w] - worker_base[w] for w in peaks),
                 }
         finally:
@@ -131,16 +128,11 @@ def child(url: str, run: str, state: str, predicate: str, out: str) -> None:
 
 
 def run_child(url: str, run: str, state: str, predicate: str, out: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, __file__, "--child", url, run, state, predicate, str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DATABASE_URL": url},
-    )
+    args = ["--child", url, run, state, predicate, str(out)]
+    proc = run_python(Path(__file__), *args, database_url=url, timeout=None, check=False)
     if proc.returncode:
         sys.exit(f"{run} on {url.split(':')[0]} failed:\n{proc.stdout}\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return parse_json_line(proc.stdout)
 
 
 _FINGERPRINT = (
@@ -153,16 +145,11 @@ _FINGERPRINT = (
 
 
 def fingerprint(url: str, state: str) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", _FINGERPRINT % state],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "DATABASE_URL": url},
-    )
+    manage_py = ROOT / "manage.py"
+    proc = run_python(manage_py, "shell", "-c", _FINGERPRINT % state, database_url=url, check=False)
     if proc.returncode:
         sys.exit(f"cannot read {url}:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return parse_json_line(proc.stdout)
 
 
 def differing_zips(path: str, reference: str) -> int:

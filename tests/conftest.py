@@ -1,6 +1,12 @@
-"""Shared fixtures: small hand-made geometries and factories for the two models."""
+"""Shared fixtures: hand-made geometries, factories for the two models, the generated database.
+
+Plain helpers (no fixtures) live in ``tests/helpers.py`` and the ``*_fixtures.py`` data modules;
+the fresh-process runner and the RSS reader shared with the benchmarks in ``tests/fresh.py``.
+"""
 
 from __future__ import annotations
+
+import os
 
 import matplotlib
 import pytest
@@ -58,3 +64,25 @@ def make_building(db):
         return Building.objects.create(boundary=boundary, **fields)
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def generated_db(tmp_path_factory):
+    """A migrated database on disk holding a generated Massachusetts of ~3,000 buildings.
+
+    A SpatiaLite file under pytest's temporary folder, or a scratch database on the PostGIS
+    server of ``DATABASE_URL`` (dropped at the end); see ``tests/helpers.py``.
+    """
+    from tests.helpers import POSTGRES_SCHEMES, build_generated_db, postgres_scratch
+
+    current = os.environ.get("DATABASE_URL", "")
+    drop = None
+    if current.startswith(POSTGRES_SCHEMES):
+        url, drop = postgres_scratch(current)
+    else:
+        url = f"spatialite:///{tmp_path_factory.mktemp('notebooks_db') / 'buildings.sqlite3'}"
+    try:
+        yield build_generated_db(url)
+    finally:
+        if drop is not None:
+            drop()

@@ -244,47 +244,13 @@ def make_database_file(path, seed: int = 21, n: int = 300) -> str:
     For tests that run the code under test in a fresh process (which cannot see the test
     database of pytest-django). Returns the ``DATABASE_URL`` of the file.
     """
-    import os
-    import subprocess
-    import sys
-
-    from tests.notebook_fixtures import PROJECT_ROOT
+    from tests.fresh import ChildFailed, run_python
+    from tests.helpers import PROJECT_ROOT
 
     url = f"spatialite:///{path}"
-    done = subprocess.run(
-        [sys.executable, "-c", _DATABASE_SCRIPT.format(root=str(PROJECT_ROOT), seed=seed, n=n)],
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"could not build the test database {path}:\n{done.stderr}")
+    script = _DATABASE_SCRIPT.format(root=str(PROJECT_ROOT), seed=seed, n=n)
+    try:
+        run_python(script, database_url=url)
+    except ChildFailed as error:
+        raise RuntimeError(f"could not build the test database {path}:\n{error}") from None
     return url
-
-
-def run_child(code: str, database_url: str | None = None) -> dict:
-    """Run ``code`` in a fresh Python process; return the JSON of its last output line.
-
-    The child can import the project (its root is put first on ``sys.path``, and ``sys`` is
-    imported); ``database_url`` becomes its ``DATABASE_URL``.
-    """
-    import json
-    import os
-    import subprocess
-    import sys
-
-    from tests.notebook_fixtures import PROJECT_ROOT
-
-    env = dict(os.environ)
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
-    done = subprocess.run(
-        [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(PROJECT_ROOT)!r})\n{code}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from io import StringIO
 
 import pandas as pd
@@ -15,7 +12,8 @@ from pandas.testing import assert_frame_equal
 
 from project.buildings.analysis import summarize_by_zip
 from tests.backends import IS_POSTGIS
-from tests.notebook_fixtures import PROJECT_ROOT
+from tests.fresh import run_python
+from tests.helpers import PROJECT_ROOT
 from tests.per_zip_fixtures import make_buildings, make_database_file, make_zips
 
 pytestmark = pytest.mark.django_db
@@ -112,12 +110,13 @@ def test_empty_database(tmp_path):
 
 def test_command_line_errors_have_no_traceback(tmp_path):
     # A real process on a fresh SpatiaLite file without tables: a message, exit status 1.
-    env = {**os.environ, "DATABASE_URL": f"spatialite:///{tmp_path / 'empty.sqlite3'}"}
-    done = subprocess.run(
-        [sys.executable, str(PROJECT_ROOT / "manage.py"), "analyze_buildings", "--state", "MA"],
-        env=env,
-        capture_output=True,
-        text=True,
+    done = run_python(
+        PROJECT_ROOT / "manage.py",
+        "analyze_buildings",
+        "--state",
+        "MA",
+        database_url=f"spatialite:///{tmp_path / 'empty.sqlite3'}",
+        check=False,
     )
     assert done.returncode == 1
     assert "CommandError: cannot read the ZIP code and building tables" in done.stderr
@@ -142,15 +141,11 @@ def test_command_line_csv_run_keeps_pyarrow_out_unless_asked(tmp_path):
     outputs = {}
     for extra in (["--map", str(tmp_path / "map.png")], ["--with-pyarrow"]):
         out = tmp_path / f"{len(outputs)}.csv"
-        done = subprocess.run(
-            [sys.executable, "-c", WRAPPER, "analyze_buildings", "--state", "MA"]
-            + ["--out", str(out), "--no-progress", *extra],
-            env={**os.environ, "DATABASE_URL": url},
-            capture_output=True,
-            text=True,
-            cwd=PROJECT_ROOT,
+        done = run_python(
+            WRAPPER,
+            *["analyze_buildings", "--state", "MA", "--out", str(out), "--no-progress", *extra],
+            database_url=url,
         )
-        assert done.returncode == 0, done.stderr
         summary, imported = done.stdout.strip().splitlines()[-2:]
         match = SUMMARY.match(summary)
         assert match, summary

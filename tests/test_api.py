@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import ast
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import analysis_lib
+from tests.fresh import run_python
 
 PACKAGE = Path(analysis_lib.__file__).resolve().parent
 
@@ -49,8 +47,7 @@ def test_import_does_not_load_heavy_modules():
         f"loaded = [m for m in {heavy!r} if m in sys.modules]\n"
         "print(','.join(loaded))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == ""
+    assert run_python(code).stdout.strip() == ""
 
 
 def _modules() -> dict[str, Path]:
@@ -145,20 +142,12 @@ print(len(names), sorted(m for m in sys.modules if m.split(".")[0] in ("project"
 
 def test_analysis_lib_never_imports_the_project(tmp_path):
     (tmp_path / "plain_settings.py").write_text(_NO_PROJECT_SETTINGS)
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("DJANGO_SETTINGS_MODULE", "PYTHONPATH")
-    }
-    env |= {"DJANGO_SETTINGS_MODULE": "plain_settings", "PYTHONPATH": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", _IMPORT_EVERYTHING],
+    done = run_python(
+        _IMPORT_EVERYTHING,
         cwd=tmp_path,  # not the checkout: `project` is not importable from here
-        env=env,
-        capture_output=True,
-        text=True,
+        settings="plain_settings",
+        env={"PYTHONPATH": str(tmp_path)},
     )
-    assert done.returncode == 0, done.stderr
     count, loaded = done.stdout.split(" ", 1)
     assert int(count) >= 15
     assert loaded.strip() == "[]"

@@ -14,7 +14,8 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from tests.backends import IS_POSTGIS
-from tests.per_zip_fixtures import make_database_file, run_child
+from tests.fresh import run_json
+from tests.per_zip_fixtures import make_database_file
 
 # The children use their own SpatiaLite file whatever the backend under test: run them once.
 runs_once = pytest.mark.skipif(
@@ -24,6 +25,7 @@ runs_once = pytest.mark.skipif(
 
 BLOCK = """
 import importlib, json
+import sys
 from analysis_lib.loaders._arrow import keep_pyarrow_out, pyarrow_kept_out
 result = {"before": pyarrow_kept_out(), "first": keep_pyarrow_out(), "second": keep_pyarrow_out()}
 result["finders"] = sum(type(f).__name__ == "_PyarrowBlocker" for f in sys.meta_path)
@@ -41,7 +43,7 @@ print(json.dumps(result))
 
 
 def test_keep_pyarrow_out_blocks_pyarrow_and_pandas_still_imports():
-    result = run_child(BLOCK)
+    result = run_json(BLOCK)
     assert result["before"] is False
     assert result["first"] is True and result["second"] is True
     assert result["finders"] == 1  # idempotent: one finder, however often it is called
@@ -106,7 +108,7 @@ def _arrow_storage_like(frame, like):
 
 
 RESULTS = """
-import json, pickle
+import json, pickle, sys
 if {keep_out}:
     from analysis_lib.loaders._arrow import keep_pyarrow_out
     assert keep_pyarrow_out()
@@ -149,7 +151,7 @@ def test_same_results_with_and_without_pyarrow(tmp_path):
         pickled = tmp_path / f"{keep_out}.pickle"
         parquet = tmp_path / "x.parquet"
         code = RESULTS.format(keep_out=keep_out, pickled=str(pickled), parquet=str(parquet))
-        results[keep_out] = run_child(code, url)
+        results[keep_out] = run_json(code, database_url=url)
         with open(pickled, "rb") as handle:
             results[keep_out]["out"] = pickle.load(handle)  # noqa: S301 - our own file
         assert not parquet.exists()

@@ -3,15 +3,14 @@
 The cluster tests run two worker processes (``LocalCluster(n_workers=2, processes=True)``).
 Worker processes cannot see pytest-django's test database when it is SQLite in memory, nor
 rows of an uncommitted test transaction, so they read the session's generated database on
-disk (``notebook_fixtures.generated_db``: a SpatiaLite file, or a scratch database on the
-PostGIS server), which this process reaches through an extra database alias.
+disk (the ``generated_db`` fixture in ``conftest.py``: a SpatiaLite file, or a scratch
+database on the PostGIS server), which this process reaches through an extra database alias.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -20,7 +19,6 @@ import pytest
 import shapely
 from django.db import connections
 from django.db.models import Count, F
-from notebook_fixtures import PROJECT_ROOT, generated_db  # noqa: F401
 from pandas.testing import assert_frame_equal, assert_series_equal
 
 from analysis_lib import DaskSweep, read_frame, to_dask
@@ -28,6 +26,7 @@ from analysis_lib import _dask as dask_module
 from project.buildings.analysis import summarize_by_zip
 from project.buildings.models import Building, ZipCode
 from tests.backends import requires_spatialite
+from tests.fresh import run_python
 from tests.per_zip_fixtures import make_buildings, make_zips
 
 ALIAS = "dask_generated"
@@ -58,7 +57,7 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def on_disk(generated_db, django_db_blocker):  # noqa: F811
+def on_disk(generated_db, django_db_blocker):
     """The generated database under the alias ALIAS, readable here and by the workers."""
     import dj_database_url
 
@@ -112,10 +111,7 @@ def test_importing_to_dask_does_not_import_dask():
         "import sys, analysis_lib; analysis_lib.to_dask; analysis_lib._dask; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in {'dask', 'distributed'}))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "[]"
+    assert run_python(code).stdout.strip() == "[]"
 
 
 # --------------------------------------------------------------------------------------------

@@ -9,14 +9,19 @@ import sys
 import textwrap
 from pathlib import Path
 
+from tests.fresh import run_python
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
+ENV = {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "NO_COLOR": "1"}
+
+
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg", "NO_COLOR": "1"}
+    """Run a program other than Python (the ``ipython`` application) like :func:`run_python`."""
     return subprocess.run(
-        args, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False
+        args, cwd=cwd, env={**os.environ, **ENV}, capture_output=True, text=True, timeout=120
     )
 
 
@@ -83,8 +88,7 @@ print("LOG", frame[["label", "increment_mib", "retained_mib"]].to_json(orient="r
 def test_extension_registers_memit_mprun_memtrack_and_logs_memtrack(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    out = _run([sys.executable, str(driver)], tmp_path)
-    assert out.returncode == 0, out.stderr
+    out = run_python(driver, env=ENV, cwd=tmp_path, timeout=120)
     lines = out.stdout.splitlines()
 
     magics = json.loads(next(line for line in lines if line.startswith("MAGICS "))[7:])
@@ -142,8 +146,7 @@ def test_extension_needs_no_distutils(tmp_path):
     """memory-profiler's magics import distutils (gone in 3.12): ours must not."""
     driver = tmp_path / "no_distutils.py"
     driver.write_text(NO_DISTUTILS)
-    out = _run([sys.executable, str(driver)], tmp_path)
-    assert out.returncode == 0, out.stderr
+    out = run_python(driver, env=ENV, cwd=tmp_path, timeout=120)
     assert "WARNINGS []" in out.stdout
     cell_magics = next(line for line in out.stdout.splitlines() if line.startswith("CELL_MAGICS"))
     assert {"'memtrack'", "'memit'", "'mprun'"} <= set(cell_magics[12:].strip("[]").split(", "))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -12,7 +10,8 @@ from django.db import connection
 from analysis_lib.lookups import FLOAT32_MARGIN
 from project.buildings.models import Building, ZipCode
 from tests.backends import IS_POSTGIS, requires_postgis, requires_spatialite
-from tests.notebook_fixtures import PROJECT_ROOT
+from tests.fresh import run_python
+from tests.helpers import PROJECT_ROOT
 from tests.per_zip_fixtures import make_buildings, make_zips
 
 pytestmark = pytest.mark.django_db
@@ -187,8 +186,7 @@ def test_shapely_and_pyproj_use_their_own_libraries_after_a_spatialite_connectio
         print(shapely.geos_version_string, pyproj.proj_version_str)
         """
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = run_python(code)
     import pyproj
     import shapely
 

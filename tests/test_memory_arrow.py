@@ -8,9 +8,6 @@ that the live heap stays flat while Arrow grows: the case the column is for.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 
 from analysis_lib import Tracker, measure, memory_step
 from analysis_lib.memory import MemoryLog
+from tests.fresh import run_python
 
 pa = pytest.importorskip("pyarrow")
 
@@ -122,11 +120,7 @@ print("LOADED", "pyarrow" in sys.modules)
 
 
 def test_arrow_column_never_imports_pyarrow(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run(
-        [sys.executable, "-c", NO_PYARROW], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_python(NO_PYARROW, env={"PYTHONPATH": str(ROOT)}, timeout=120)
     assert "ARROW [0.0, 0.0, 0.0, 0.0, 0.0] 0.0 False" in out.stdout
     assert "LOADED False" in out.stdout
 
@@ -146,11 +140,8 @@ ip.run_cell(
 
 
 def test_memtrack_prints_arrow_memory(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
-    out = subprocess.run(
-        [sys.executable, "-c", MEMTRACK_ARROW], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    env = {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    out = run_python(MEMTRACK_ARROW, env=env, timeout=120)
     line = next(x for x in out.stdout.splitlines() if x.startswith("memtrack arrow frame: "))
     held = float(line.split("; Arrow: ")[1].split(" MiB held, ")[1].split()[0])
     assert 0.9 * 15.26 < held < 1.3 * 15.26, line  # 2M int64 = 15.26 MiB

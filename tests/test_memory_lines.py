@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from analysis_lib import LineProfile, profile_lines
+from tests.fresh import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "tests" / "notebooks" / "mprun_cell.ipynb"
@@ -145,11 +143,8 @@ for bad in bad_calls:
 def test_mprun_magic_in_ipython_reports_a_cell_function(tmp_path):
     driver = tmp_path / "driver.py"
     driver.write_text(MPRUN_DRIVER)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
-    out = subprocess.run(
-        [sys.executable, str(driver)], capture_output=True, text=True, env=env, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    env = {"PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
+    out = run_python(driver, env=env, timeout=120)
     assert "Could not find file" not in out.stdout + out.stderr
     assert "Filename: <ipython-input-" in out.stdout
     kept = [line for line in out.stdout.splitlines() if line.endswith("kept = [0] * n")]

@@ -1,7 +1,7 @@
 """The committed notebooks: no outputs, a tagged parameters cell, and they run under papermill.
 
 The notebooks run in a real ``python3`` kernel on a small generated Massachusetts
-(``notebook_fixtures.generated_db``): the kernel is another process, so it reads
+(the ``generated_db`` fixture in ``conftest.py``): the kernel is another process, so it reads
 the database named by ``DATABASE_URL``, which the tests set to that file (or
 scratch PostGIS database).
 """
@@ -9,17 +9,16 @@ scratch PostGIS database).
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import nbformat
 import pandas as pd
 import pytest
-from notebook_fixtures import PROJECT_ROOT, STATE, generated_db  # noqa: F401
 from PIL import Image
 
 from analysis_lib import notebook_parameters, read_mprof, run_notebook
 from project.buildings.analysis import closing_summary
+from tests.fresh import run_python
+from tests.helpers import PROJECT_ROOT, STATE
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 NB01 = NOTEBOOKS / "01_buildings_per_zip.ipynb"
@@ -81,11 +80,7 @@ def test_committed_notebook_is_clean_and_standard(path):
 
 def test_nbstripout_finds_nothing_to_strip():
     # The standard tool agrees: --verify exits non-zero when it would change a file.
-    proc = subprocess.run(
-        [sys.executable, "-m", "nbstripout", "--verify", *map(str, committed())],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_python("-m", "nbstripout", "--verify", *map(str, committed()), check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -107,7 +102,7 @@ def test_parameters_cell_declares(path, expected):
 
 
 @pytest.fixture
-def db_env(generated_db, monkeypatch):  # noqa: F811
+def db_env(generated_db, monkeypatch):
     """Point this process's DATABASE_URL (inherited by the kernel) at the generated database."""
     monkeypatch.setenv("DATABASE_URL", generated_db.url)
     return generated_db
@@ -220,22 +215,17 @@ def test_bad_parameter_fails_with_the_library_error(
 
 @pytest.mark.slow
 def test_run_notebooks_script_rejects_an_unknown_parameter(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "scripts/run_notebooks.py", "-p", "colour", "red", "--output-dir", "x"],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-    )
+    script = PROJECT_ROOT / "scripts" / "run_notebooks.py"
+    proc = run_python(script, "-p", "colour", "red", "--output-dir", "x", check=False)
     assert proc.returncode == 2
     assert "no notebook declares parameter(s) colour" in proc.stderr
 
 
 @pytest.mark.slow
 def test_run_notebooks_script_runs_one_notebook(db_env, tmp_path):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "scripts/run_notebooks.py",
+    proc = run_python(
+        PROJECT_ROOT / "scripts" / "run_notebooks.py",
+        *[
             "--output-dir",
             str(tmp_path),
             "-p",
@@ -249,12 +239,9 @@ def test_run_notebooks_script_runs_one_notebook(db_env, tmp_path):
             "orm",
             str(NB01),
         ],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        env=db_env.env(NOTEBOOK_PARAMETERS=f"state={STATE} max_zips=99"),
+        database_url=db_env.url,
+        env={"NOTEBOOK_PARAMETERS": f"state={STATE} max_zips=99"},
     )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
     nb = nbformat.read(tmp_path / NB01.name, as_version=4)
     # -p wins over NOTEBOOK_PARAMETERS; naive_zips is not 01's, so it is not passed to it
     params = nb.metadata.papermill.parameters

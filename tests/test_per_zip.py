@@ -180,10 +180,14 @@ print(json.dumps({{"auto": names_auto, "none": sorted(names),
 
 @requires_spatialite
 def test_sweep_uses_a_worker_thread_by_default_only_when_adbc_reads(tmp_path):
-    from tests.per_zip_fixtures import make_database_file, run_child
+    from tests.fresh import run_json
+    from tests.per_zip_fixtures import make_database_file
 
     url = make_database_file(tmp_path / "threads.sqlite3", seed=23, n=300)
-    seen = {keep: run_child(_THREADS_SCRIPT.format(keep=keep), url) for keep in (False, True)}
+    seen = {
+        keep: run_json(_THREADS_SCRIPT.format(keep=keep), database_url=url)
+        for keep in (False, True)
+    }
 
     assert seen[False]["auto"] == ["sweep"]  # ADBC reads: chunks matched in the worker thread
     assert seen[True]["auto"] == ["MainThread"]  # pyarrow kept out, DB-API: no thread
@@ -429,23 +433,11 @@ print(json.dumps(result))
 @requires_spatialite
 def test_sweep_reads_with_adbc_and_restarts_on_dbapi_when_adbc_fails(tmp_path):
     # ADBC needs a database file outside a transaction: a fresh process on its own file.
-    import json
-    import os
-    import subprocess
-    import sys
+    from tests.fresh import run_json
+    from tests.helpers import PROJECT_ROOT
 
-    from tests.notebook_fixtures import PROJECT_ROOT
-
-    env = {**os.environ, "DATABASE_URL": f"spatialite:///{tmp_path / 'adbc.sqlite3'}"}
-    done = subprocess.run(
-        [sys.executable, "-c", ADBC_SCRIPT.format(root=str(PROJECT_ROOT))],
-        env=env,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+    url = f"spatialite:///{tmp_path / 'adbc.sqlite3'}"
+    assert run_json(ADBC_SCRIPT.format(root=str(PROJECT_ROOT)), database_url=url) == {
         "adbc equals dbapi": True,
         "adbc failed mid-stream": True,
         "auto restarted on dbapi": True,

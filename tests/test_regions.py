@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from reuse_fixtures import make_neighborhoods, make_parcels, make_trees
 
 from analysis_lib import (
     DaskSweep,
@@ -22,6 +21,7 @@ from analysis_lib import (
     plot_choropleth,
     summarize_by_region,
 )
+from tests.reuse_fixtures import make_neighborhoods, make_parcels, make_trees
 
 TREE_AGGREGATES = {
     "height_sum": ("height_m", "sum"),

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.backends import BACKEND, IS_POSTGIS, requires_postgis, requires_spatialite
+from tests.fresh import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PRINT_DATABASE = (
@@ -34,13 +35,12 @@ def _env(database_url: str | None) -> dict[str, str]:
 
 
 def _read_settings(database_url: str | None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", PRINT_DATABASE],
-        env=_env(database_url),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    return run_python(
+        PRINT_DATABASE,
+        env={"DATABASE_URL": database_url},  # None: no DATABASE_URL at all
+        settings="project.settings",
         timeout=120,
+        check=False,
     )
 
 
@@ -161,15 +161,14 @@ def test_gis_w001_is_silenced_and_manage_py_check_passes():
     assert w001 and all(message.is_silenced() for message in w001)
 
     # The same through manage.py, on whichever database this run uses.
-    out = subprocess.run(
-        [sys.executable, "manage.py", "check", "--fail-level", "WARNING"],
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = run_python(
+        ROOT / "manage.py",
+        "check",
+        "--fail-level",
+        "WARNING",
+        settings="project.settings",
         timeout=120,
     )
-    assert out.returncode == 0, out.stderr
     assert "System check identified no issues" in out.stdout
     assert "gis.W001" not in out.stdout + out.stderr
 

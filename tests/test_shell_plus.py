@@ -16,7 +16,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-from notebook_fixtures import PROJECT_ROOT, STATE, generated_db  # noqa: F401
+
+from tests.helpers import PROJECT_ROOT, STATE
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +130,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=15)
 
 
-def test_shell_plus_lab_serves_notebooks_and_runs_the_orm(generated_db, tmp_path):  # noqa: F811
+def test_shell_plus_lab_serves_notebooks_and_runs_the_orm(generated_db, tmp_path):
     port, token = free_port(), secrets.token_urlsafe(24)
     env = generated_db.env(
         JUPYTER_PORT=str(port),

@@ -9,8 +9,6 @@ pyenv's Python 3.13 (CI's third leg, ``make test-newest``), where the whole suit
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +21,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from analysis_lib.db.backends.spatialite import base
 from tests.backends import requires_spatialite
+from tests.fresh import run_json, run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 HAS_PYSQLITE3 = importlib.util.find_spec("pysqlite3") is not None
@@ -185,16 +184,12 @@ print(connection.Database.__name__, django_sqlite.__name__, sys.modules["sqlite3
 
 
 def _run_without_extensions(tmp_path: Path, extra: str = "") -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["DATABASE_URL"] = f"spatialite:///{tmp_path / 'fallback.sqlite3'}"
-    env["DJANGO_SETTINGS_MODULE"] = "project.settings"
-    return subprocess.run(
-        [sys.executable, "-c", NO_EXTENSIONS + extra + textwrap.dedent(MIGRATE_AND_QUERY)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    return run_python(
+        NO_EXTENSIONS + extra + textwrap.dedent(MIGRATE_AND_QUERY),
+        settings="project.settings",
+        database_url=f"spatialite:///{tmp_path / 'fallback.sqlite3'}",
         timeout=300,
+        check=False,
     )
 
 
@@ -276,15 +271,7 @@ print(json.dumps(out))
 
 
 def _triggers(module: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", TRIGGERS, module],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    return run_json(TRIGGERS, module, timeout=120)
 
 
 @requires_pysqlite3
@@ -347,15 +334,7 @@ print(tables > 100, area, point, version != first.execute("SELECT sqlite_version
     reason="adbc-driver-sqlite not installed",
 )
 def test_a_second_sqlite_gets_its_own_spatialite_copy():
-    out = subprocess.run(
-        [sys.executable, "-c", TWO_SQLITES],
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "project.settings"},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_python(TWO_SQLITES, settings="project.settings", timeout=120)
     assert out.stdout.split() == ["True", "4.0", "POINT(1", "2)", "True"]
 
 
@@ -390,17 +369,10 @@ with connection.cursor() as cursor:
     reason="adbc-driver-sqlite not installed",
 )
 def test_spatialite_on_djangos_connection_survives_an_adbc_read(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-c", ADBC_THEN_DJANGO],
-        env={
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "project.settings",
-            "DATABASE_URL": f"spatialite:///{tmp_path / 'db.sqlite3'}",
-        },
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    out = run_python(
+        ADBC_THEN_DJANGO,
+        settings="project.settings",
+        database_url=f"spatialite:///{tmp_path / 'db.sqlite3'}",
         timeout=180,
     )
-    assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["0", "4.0"]

@@ -1,22 +1,20 @@
-"""A small generated database on disk, for tests whose code runs in another process.
+"""Plain helpers shared by the tests: the project root, and the generated database on disk.
 
-pytest-django's test database (in memory on SpatiaLite) is invisible to a
-Jupyter kernel or a ``manage.py`` subprocess, so the notebook and shell_plus
-tests share a real one: a SpatiaLite file under pytest's temporary folder, or,
-when ``DATABASE_URL`` points at PostGIS, a scratch database on that server
-(dropped at the end). It is made once per session with ``manage.py migrate``
-and ``manage.py generate_massachusetts``; subprocesses find it through
+The ``generated_db`` fixture itself lives in ``tests/conftest.py``; this module holds what it
+returns and the ``manage.py`` runner it uses. Why it exists: pytest-django's test database
+(in memory on SpatiaLite) is invisible to a Jupyter kernel or a ``manage.py`` subprocess, so the
+notebook, shell_plus and Dask tests share a real one: a SpatiaLite file under pytest's temporary
+folder, or, when ``DATABASE_URL`` points at PostGIS, a scratch database on that server (dropped
+at the end). It is made once per session with ``manage.py migrate`` and
+``manage.py generate_massachusetts``; subprocesses find it through
 ``DATABASE_URL`` in their environment.
 
-Test modules use it with ``from notebook_fixtures import generated_db  # noqa: F401``.
+Tests ask for it by name (``def test_x(generated_db): ...``).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,9 +25,7 @@ BUILDINGS = 3000
 SEED = 11
 STATE = "MA"
 
-_POSTGRES_SCHEMES = ("postgis://", "postgres://", "postgresql://")
-# One database per session even though two test modules import the fixture.
-_CACHE: dict[str, GeneratedDB] = {}
+POSTGRES_SCHEMES = ("postgis://", "postgres://", "postgresql://")
 
 
 @dataclass(frozen=True)
@@ -48,14 +44,10 @@ class GeneratedDB:
 
 def manage(url: str, *args: str, timeout: float = 300) -> str:
     """Run ``manage.py`` with ``DATABASE_URL=url``; return stdout, fail the test on error."""
-    proc = subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=PROJECT_ROOT,
-        env={**os.environ, "DATABASE_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    from tests.fresh import run_python
+
+    manage_py = PROJECT_ROOT / "manage.py"
+    proc = run_python(manage_py, *args, database_url=url, timeout=timeout, check=False)
     if proc.returncode:
         pytest.fail(f"manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc.stdout
@@ -69,7 +61,7 @@ _COUNT = (
 )
 
 
-def _postgres_scratch(url: str) -> tuple[str, object]:
+def postgres_scratch(url: str) -> tuple[str, object]:
     """Create an empty scratch database on the PostGIS server of ``url``."""
     import dj_database_url
     import psycopg
@@ -100,36 +92,19 @@ def _postgres_scratch(url: str) -> tuple[str, object]:
     return f"{base}/{name}" + (f"?{query}" if query else ""), drop
 
 
-@pytest.fixture(scope="session")
-def generated_db(tmp_path_factory) -> GeneratedDB:
-    """A migrated database holding a generated Massachusetts of ~3,000 buildings."""
-    key = str(tmp_path_factory.getbasetemp())
-    if key in _CACHE:
-        yield _CACHE[key]
-        return
-    current = os.environ.get("DATABASE_URL", "")
-    drop = None
-    if current.startswith(_POSTGRES_SCHEMES):
-        url, drop = _postgres_scratch(current)
-    else:
-        path = tmp_path_factory.mktemp("notebooks_db") / "buildings.sqlite3"
-        url = f"spatialite:///{path}"
-    try:
-        manage(url, "migrate", "--no-input", "-v", "0")
-        manage(
-            url,
-            "generate_massachusetts",
-            "--buildings",
-            str(BUILDINGS),
-            "--seed",
-            str(SEED),
-            "--replace",
-        )
-        counts = json.loads(manage(url, "shell", "-c", _COUNT % STATE).strip().splitlines()[-1])
-        db = GeneratedDB(url, counts["zips"], counts["buildings"], tuple(counts["states"]))
-        _CACHE[key] = db
-        yield db
-    finally:
-        _CACHE.pop(key, None)
-        if drop is not None:
-            drop()
+def build_generated_db(url: str) -> GeneratedDB:
+    """Migrate the empty database at ``url`` and fill it; return what it holds."""
+    import json
+
+    manage(url, "migrate", "--no-input", "-v", "0")
+    manage(
+        url,
+        "generate_massachusetts",
+        "--buildings",
+        str(BUILDINGS),
+        "--seed",
+        str(SEED),
+        "--replace",
+    )
+    counts = json.loads(manage(url, "shell", "-c", _COUNT % STATE).strip().splitlines()[-1])
+    return GeneratedDB(url, counts["zips"], counts["buildings"], tuple(counts["states"]))

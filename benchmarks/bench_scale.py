@@ -163,7 +163,7 @@ def _child_all(db: str, with_pyarrow: bool, out_json: str) -> None:
 def _duckdb_extension_dir() -> str:
     import duckdb_ext  # the duckdb-ext-spatial wheel
 
-    return str(Path(duckdb_ext.__file__).resolve().parent / "extensions")
+    return str(Path(next(iter(duckdb_ext.__path__))) / "extensions")  # a namespace package
 
 
 def _child_duckdb(path: str, out_json: str) -> None:
@@ -177,10 +177,10 @@ def _child_duckdb(path: str, out_json: str) -> None:
     wall, cpu = time.perf_counter(), _cpu()
     rows = con.execute(
         """
-        WITH z AS (SELECT zip_code, boundary AS g FROM ST_Read(?, layer='buildings_zipcode')
+        WITH z AS (SELECT code, boundary AS g FROM ST_Read(?, layer='buildings_zipcode')
                    WHERE state = 'MA'),
              b AS (SELECT boundary AS g FROM ST_Read(?, layer='buildings_building'))
-        SELECT z.zip_code, count(*) FROM b JOIN z ON ST_Within(b.g, z.g) GROUP BY z.zip_code
+        SELECT z.code, count(*) FROM b JOIN z ON ST_Within(b.g, z.g) GROUP BY z.code
         """,
         [path, path],
     ).fetchall()
@@ -362,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"# bench_scale ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
     say()
     say(f"Command: `python benchmarks/bench_scale.py {' '.join(argv or sys.argv[1:])}`".strip())
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    say(f"Commit: {commit or 'unknown'}; data: {args.data_dir} (seed {SEED}).")
     say(f"Load average at start: {os.getloadavg()[0]:.1f} (2-core shared machine).")
     say()
     say(
@@ -455,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         say(f"- client process peak RSS {r['client_peak']:.0f} MiB")
 
+    say()
+    say(f"Load average at end: {os.getloadavg()[0]:.1f}.")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")

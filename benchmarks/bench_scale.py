@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if duck is not None:
                 say(
-                    f"  - vs DuckDB spatial: wall {r['wall'] / duck['wall']:.2f}x, "
+                    f"  - ours / DuckDB spatial: wall {r['wall'] / duck['wall']:.2f}x, "
                     f"peak RSS {r['peak'] / duck['peak']:.2f}x"
                 )
     for mode, name in (("all-keep", "pyarrow kept out"), ("all-pyarrow", "with pyarrow")):
@@ -447,8 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         db = f"spatialite:///{ensure_database(args.data_dir, 'MA', 20_000_000)}"
         r = run_child(["dask", db])
         say(
-            f"- wall {r['call_wall']:.1f} s (process {r['wall']:.1f} s, CPU of the client "
-            f"process {r['cpu']:.1f} s); {r['regions']} regions, {r['assigned']:,} assigned"
+            f"- wall {r['call_wall']:.1f} s (process {r['wall']:.1f} s; CPU of the process tree, "
+            f"workers included, {r['cpu']:.1f} s); {r['regions']} regions, "
+            f"{r['assigned']:,} assigned"
         )
         for i, (start, peak, cpu) in enumerate(
             zip(r["worker_rss_start"], r["worker_peak"], r["worker_cpu"], strict=True)

@@ -11,7 +11,7 @@ STATE ?= MA
 STRATEGY ?= sweep
 export DATABASE_URL
 
-.PHONY: setup demo data analyze notebooks test lint test-postgis test-newest bench bench-generate bench-loaders bench-per-zip bench-postgis memory-demo format clean fresh-check
+.PHONY: setup demo data analyze notebooks test lint test-postgis test-newest bench bench-generate bench-loaders bench-per-zip bench-postgis bench-scale memory-demo format clean fresh-check
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -71,6 +71,14 @@ bench-postgis: setup
 	DATABASE_URL=spatialite:///$(BENCH_SQLITE) $(PY) manage.py migrate --no-input -v 0
 	DATABASE_URL=spatialite:///$(BENCH_SQLITE) $(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --if-missing
 	bash scripts/postgis.sh run -- bash -c '$(PY) manage.py migrate --no-input -v 0 && $(PY) manage.py generate_massachusetts --buildings $(BUILDINGS) --seed $(SEED) --no-progress && $(PY) benchmarks/bench_postgis.py --spatialite spatialite:///$(BENCH_SQLITE)'
+
+# Issue 16's scale benchmark: 0.2M/2M/20M buildings x 494 ZIPs and 2M x ~30,000 ZIPs, each in a
+# fresh process; the databases go to $(BENCH_DATA_DIR) (outside the repository; the 20M file is
+# about 5 GB and takes a few minutes) and are reused. BENCH_SCALE_ARGS=--dask adds a DaskSweep run.
+BENCH_DATA_DIR ?= /work/bench-data
+BENCH_SCALE_ARGS ?=
+bench-scale: setup
+	$(PY) benchmarks/bench_scale.py --data-dir $(BENCH_DATA_DIR) $(BENCH_SCALE_ARGS)
 
 memory-demo: setup
 	$(PY) benchmarks/memory_demo.py

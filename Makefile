@@ -75,7 +75,7 @@ bench-postgis: setup
 # Issue 16's scale benchmark: 0.2M/2M/20M buildings x 494 ZIPs and 2M x ~30,000 ZIPs, each in a
 # fresh process; the databases go to $(BENCH_DATA_DIR) (outside the repository; the 20M file is
 # about 5 GB and takes a few minutes) and are reused. BENCH_SCALE_ARGS=--dask adds a DaskSweep run.
-BENCH_DATA_DIR ?= /work/bench-data
+BENCH_DATA_DIR ?= $(abspath $(CURDIR)/../bench-data)
 BENCH_SCALE_ARGS ?=
 bench-scale: setup
 	$(PY) benchmarks/bench_scale.py --data-dir $(BENCH_DATA_DIR) $(BENCH_SCALE_ARGS)

@@ -22,9 +22,9 @@ process and its children), **call** (the summary call's wall and CPU), **peak RS
 (``ru_maxrss``), **RSS after imports**, **sweep memory** (peak minus RSS after imports).
 
 The databases are made outside the repository (``--data-dir``, default ``$BENCH_DATA_DIR`` or
-``/work/bench-data``) by ``manage.py generate_buildings --seed 42`` and reused when present
-(a ``<file>.done`` marker is written once a generation finished). The 20M file takes a few
-minutes and about 5 GB.
+``bench-data/`` beside the checkout) by ``manage.py generate_buildings --seed 42`` and reused
+when present (a ``<file>.done`` marker is written once a generation finished). The 20M file
+takes a few minutes and about 5 GB.
 
 Usage::
 
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("BENCH_DATA_DIR", "/work/bench-data")),
-        help="Where the generated databases live (default $BENCH_DATA_DIR or /work/bench-data).",
+        default=Path(os.environ.get("BENCH_DATA_DIR", ROOT.parent / "bench-data")),
+        help="Where the generated databases live (default $BENCH_DATA_DIR or ../bench-data).",
     )
     parser.add_argument("--sizes", default="200000,2000000,20000000", help="MA building counts.")
     parser.add_argument(

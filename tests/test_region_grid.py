@@ -274,5 +274,5 @@ def test_regions_without_geometry_keep_the_positions_of_the_others():
     xy = rng.uniform(-0.5, 1.5, (2000, 2))
     bounds = np.column_stack([xy, xy + 0.001])
     answer = _check(regions, grid, bounds)
-    assert (answer == 2).sum() > 500 and ((answer == 2) | (answer < 0)).all()
+    assert (answer == 2).sum() > 200 and ((answer == 2) | (answer < 0)).all()
     assert (RegionGrid(regions[:2]).classify(bounds) == RegionGrid.SLOW).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -169,12 +169,14 @@ def wkb_point_bounds(wkb: np.ndarray) -> np.ndarray:
 class RegionGrid:
     """A raster over the regions that says, from a bounding box alone, which region holds a box.
 
-    The regions' extent is cut into square **tiles** (as many as fit under 1,024 tiles that meet
-    a region's bounding box); each such tile gets its own raster of square cells, finer where
-    more regions meet the tile, so that a city's small regions get cells as fine, relative to
-    their size, as the large rural ones. The cells are shared out in proportion to the number of
+    The regions' extent is cut into square **tiles** (the side halved while at most 1,024
+    tiles, and one per 4 regions, meet a region's bounding box); each such tile gets its own
+    raster of square cells, with one cell of margin around the tile, finer where more regions
+    meet the tile, so that a city's small regions get cells about as fine, relative to their
+    size, as the large rural ones. The cells are shared out in proportion to the number of
     regions whose box meets each tile, within ``target_cells`` in all. A tile that no region's
-    box meets has no cells: a box inside it meets no region.
+    box meets has no cells: a box inside it meets no region. A box belongs to the tile of its
+    lower left corner and is read in that tile's raster.
 
     In every tile's raster, every cell whose closed square meets a region border (any ring of
     any region) is marked BORDER, conservatively: the borders are cut into pieces shorter than
@@ -185,8 +187,8 @@ class RegionGrid:
     that all belong to region *z* lies in *z*'s interior, so the item inside it is within *z*
     and meets no other region, and its centroid is in *z*; a box covered by OUTSIDE cells, or
     inside a tile without cells, meets no region. Anything else (BORDER or SHARED cells, boxes
-    wider than two cells, boxes across a tile edge, boxes off the grid, NaN boxes) is SLOW: the
-    caller decides it with GEOS.
+    wider than two cells of their tile, boxes off the grid, NaN boxes) is SLOW: the caller
+    decides it with GEOS.
 
     Parameters
     ----------
@@ -194,15 +196,15 @@ class RegionGrid:
         Shapely (Multi)Polygons, in the same coordinates as the boxes to classify.
     target_cells : int, optional
         How many cells to use in all, at most (the raster never has more, except a floor of 16
-        cells per tile, 16,384 cells in all). Each cell is an int16 (int32 if one tile meets more
-        than 32,767 regions' boxes). Default: 4,096 cells per region, at least 2**21 (4 MB) and
-        at most 2**24 (32 MB).
+        cells per tile, 16,384 cells in all). Each cell is an int16 (2 bytes; int32 beyond
+        32,767 regions). Default: 4,096 cells per region, at least 2**21 (4 MB: Massachusetts'
+        494 ZIPs) and at most 2**24 (32 MB, from 4,096 regions on; 64 MB in int32).
 
     Attributes
     ----------
     cells : numpy.ndarray
-        All tiles' cells, flat: a position in the tile's list of regions, or BORDER, OUTSIDE or
-        SHARED.
+        All tiles' cells, flat, tile after tile (``cell_ptr``): a region position, or BORDER,
+        OUTSIDE or SHARED.
     cell_size : numpy.ndarray
         Side of the cells of each tile with cells.
     """
@@ -587,3 +589,47 @@ class _TileRaster:
                 for ix in (ix0, ix1):
                     ok = (ix >= 0) & (ix < self.nx) & (iy >= 0) & (iy < self.ny)
                     cells[iy[ok], ix[ok]] = RegionGrid.BORDER
+
+
+#: STRtrees of region arrays, by ``id`` of the array, each with a weak reference that drops
+#: the entry when the array goes (see :func:`region_tree`).
+_REGION_TREES: dict[int, tuple[Any, Any]] = {}
+_REGION_TREES_LOCK = threading.Lock()
+
+
+def region_tree(regions: np.ndarray) -> Any:
+    """Return a shapely ``STRtree`` of ``regions``, built once per array while it lives.
+
+    The sweep passes the same (prepared) region array for every chunk, so the tree over the
+    regions' boxes is built once per array (a few ms for 30,000 regions) instead of per chunk.
+
+    Parameters
+    ----------
+    regions : numpy.ndarray
+        Object array of shapely geometries; not modified afterwards by the caller.
+
+    Returns
+    -------
+    shapely.STRtree
+        The tree over ``regions`` (its indexes are positions in ``regions``).
+    """
+    import weakref
+
+    import shapely
+
+    key = id(regions)
+    with _REGION_TREES_LOCK:
+        hit = _REGION_TREES.get(key)
+        if hit is not None and hit[0]() is regions:
+            return hit[1]
+    tree = shapely.STRtree(regions)
+
+    def forget(_ref: Any, key: int = key) -> None:
+        with _REGION_TREES_LOCK:
+            entry = _REGION_TREES.get(key)
+            if entry is not None and entry[0] is _ref:
+                del _REGION_TREES[key]
+
+    with _REGION_TREES_LOCK:
+        _REGION_TREES[key] = (weakref.ref(regions, forget), tree)
+    return tree

@@ -276,3 +276,45 @@ def test_regions_without_geometry_keep_the_positions_of_the_others():
     answer = _check(regions, grid, bounds)
     assert (answer == 2).sum() > 200 and ((answer == 2) | (answer < 0)).all()
     assert (RegionGrid(regions[:2]).classify(bounds) == RegionGrid.SLOW).all()
+
+
+def test_region_tree_is_built_once_per_array_and_forgotten_with_it():
+    import gc
+
+    import shapely
+
+    from analysis_lib import _geo
+
+    regions = shapely.box(np.arange(5.0), 0, np.arange(5.0) + 1, 1)
+    tree = _geo.region_tree(regions)
+    assert _geo.region_tree(regions) is tree
+    assert _geo.region_tree(regions.copy()) is not tree
+    key = id(regions)
+    del regions
+    gc.collect()
+    assert key not in _geo._REGION_TREES
+
+
+@pytest.mark.parametrize("predicate", ["within", "centroid"])
+def test_assign_equals_a_brute_force_geos_answer(predicate):
+    # Overlapping regions, items across borders, outside, and on a shared edge.
+    import shapely
+
+    from analysis_lib.regions.core import assign
+
+    rng = np.random.default_rng(14)
+    regions = _overlapping(rng)
+    shapely.prepare(regions)
+    xy = rng.uniform(-1, 11, (3000, 2))
+    items = shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + 0.3, xy[:, 1] + 0.3)
+    region_idx, item_idx = assign(items, regions, predicate)
+    if predicate == "within":
+        expected = shapely.contains(regions[:, None], items[None, :])
+    else:
+        expected = shapely.intersects(regions[:, None], shapely.centroid(items)[None, :])
+        first = expected.argmax(axis=0)  # the first region in key order
+        expected = expected & (np.arange(len(regions))[:, None] == first[None, :])
+    want_region, want_item = np.nonzero(expected)
+    assert len(want_item) > 500
+    got = sorted(zip(region_idx.tolist(), item_idx.tolist(), strict=True))
+    assert got == sorted(zip(want_region.tolist(), want_item.tolist(), strict=True))

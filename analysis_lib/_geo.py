@@ -198,7 +198,7 @@ class RegionGrid:
         How many cells to use in all, at most (the raster never has more, except a floor of 16
         cells per tile, 16,384 cells in all). Each cell is an int16 (2 bytes; int32 beyond
         32,767 regions). Default: 4,096 cells per region, at least 2**21 (4 MB: Massachusetts'
-        494 ZIPs) and at most 2**24 (32 MB, from 4,096 regions on; 64 MB in int32).
+        494 ZIPs) and at most 2**23 (16 MB, from 2,048 regions on; 32 MB in int32).
 
     Attributes
     ----------
@@ -221,7 +221,7 @@ class RegionGrid:
     _BORDER_BATCH = 2**14  # border pieces marked per batch
     _BLOCK = 2**14  # boxes classified together
     DEFAULT_CELLS_PER_REGION = 4096
-    DEFAULT_MIN_CELLS, DEFAULT_MAX_CELLS = 2**21, 2**24
+    DEFAULT_MIN_CELLS, DEFAULT_MAX_CELLS = 2**21, 2**23
 
     def __init__(self, regions: np.ndarray, target_cells: int | None = None) -> None:
         import numpy as np

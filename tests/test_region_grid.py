@@ -259,7 +259,7 @@ def test_memory_stays_within_the_budget_for_many_spread_regions():
     assert grid.cells.size <= target
     assert grid.nbytes <= 4 * target + 2**20
     assert peak <= grid.nbytes + 32 * 2**20, peak / 2**20
-    # The default budget for this many regions is the 2**24-cell cap.
+    # The default budget for this many regions is the DEFAULT_MAX_CELLS cap (2**23).
     assert RegionGrid(regions[:5000]).cells.size <= RegionGrid.DEFAULT_MAX_CELLS
     bounds = shapely_boxes_in(rng, regions[:2000], 5000)
     _check(regions, grid, bounds * [1, 1, 1, 1])

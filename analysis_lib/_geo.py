@@ -250,12 +250,7 @@ class RegionGrid:
         max_tiles = min(self._MAX_TILES, max(1, len(regions) // self._REGIONS_PER_TILE))
         self._choose_tiles(boxes, xmin, ymin, width, height, max_tiles)
 
-        parts, part_region = shapely.get_parts(regions, return_index=True)
-        rings, ring_part = shapely.get_rings(parts, return_index=True)
-        coords, ring = shapely.get_coordinates(rings, return_index=True)
-        same = ring[1:] == ring[:-1]
-        start, end = coords[:-1][same], coords[1:][same]
-        segment_region = part_region[ring_part[ring[:-1][same]]]  # sorted: regions in order
+        start, end, segment_region = _segments(regions)  # sorted: regions in order
         seg_ptr = np.searchsorted(segment_region, np.arange(len(regions) + 1))
         seg_lo, seg_hi = np.minimum(start, end), np.maximum(start, end)
 
@@ -291,6 +286,10 @@ class RegionGrid:
             )
             cells = self.cells[self.cell_ptr[t] : self.cell_ptr[t + 1]].reshape(raster.shape)
             raster.build(cells, start, end, seg_lo, seg_hi, seg, seg_region)
+        del start, end, seg_lo, seg_hi, tree
+        # The build's working arrays are freed, but glibc keeps their pages (on 30,003 ZIPs RSS
+        # stayed 34 MB above the raster): give them back.
+        _trim_heap()
 
     def _choose_tiles(
         self,
@@ -454,6 +453,49 @@ class RegionGrid:
             inside_tile = (np.floor(u0 - eps) == tx) & (np.floor(u1 + eps) == tx)
             inside_tile &= (np.floor(v0 - eps) == ty) & (np.floor(v1 + eps) == ty)
             result[empty[inside_tile]] = self.OUTSIDE
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``; elsewhere nothing)."""
+    import ctypes
+    from contextlib import suppress
+
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _segments(regions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every ring segment of the regions: start and end points, and the region of each.
+
+    Read with ``shapely.to_ragged_array`` (coordinates and offsets, no GEOS geometry per
+    part or ring: on 30,003 ZIPs that saves about 25 MB of RSS); regions of other types than
+    (Multi)Polygon go through ``get_parts`` and ``get_rings``.
+    """
+    import numpy as np
+    import shapely
+
+    try:
+        kind, coords, offsets = shapely.to_ragged_array(regions, include_z=False)
+    except ValueError:  # a GeometryCollection, points or lines among the regions
+        parts, part_region = shapely.get_parts(regions, return_index=True)
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+        coords, ring = shapely.get_coordinates(rings, return_index=True)
+        ring_region = part_region[ring_part]
+    else:
+        if kind == shapely.GeometryType.POLYGON:
+            ring_offsets, polygon_offsets = offsets
+            polygon_region = np.arange(len(polygon_offsets) - 1)
+        elif kind == shapely.GeometryType.MULTIPOLYGON:
+            ring_offsets, polygon_offsets, part_offsets = offsets
+            polygon_region = np.repeat(np.arange(len(part_offsets) - 1), np.diff(part_offsets))
+        else:  # only None and empty geometries
+            empty = np.empty((0, 2))
+            return empty, empty, np.empty(0, dtype=np.int64)
+        ring_region = np.repeat(polygon_region, np.diff(polygon_offsets))
+        ring = np.repeat(np.arange(len(ring_offsets) - 1), np.diff(ring_offsets))
+    same = ring[1:] == ring[:-1]
+    start, end = coords[:-1][same], coords[1:][same]
+    return start, end, ring_region[ring[:-1][same]].astype(np.int64)
 
 
 class _TileRaster:

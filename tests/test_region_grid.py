@@ -318,3 +318,21 @@ def test_assign_equals_a_brute_force_geos_answer(predicate):
     assert len(want_item) > 500
     got = sorted(zip(region_idx.tolist(), item_idx.tolist(), strict=True))
     assert got == sorted(zip(want_region.tolist(), want_item.tolist(), strict=True))
+
+
+def test_a_geometry_collection_among_the_regions_is_read_through_its_parts():
+    # to_ragged_array refuses collections: the segments then come from get_parts/get_rings.
+    import shapely
+
+    regions = np.array(
+        [
+            shapely.GeometryCollection([shapely.box(0, 0, 1, 1), shapely.Point(5, 5)]),
+            shapely.box(2, 0, 3, 1),
+        ],
+        dtype=object,
+    )
+    grid = RegionGrid(regions, target_cells=2**12)
+    rng = np.random.default_rng(15)
+    xy = rng.uniform(-0.5, 3.5, (3000, 2))
+    answer = _check(regions, grid, np.column_stack([xy, xy + 0.001]))
+    assert (answer == 0).sum() > 50 and (answer == 1).sum() > 50

@@ -197,8 +197,14 @@ class RegionGrid:
     target_cells : int, optional
         How many cells to use in all, at most (the raster never has more, except a floor of 16
         cells per tile, 16,384 cells in all). Each cell is an int16 (2 bytes; int32 beyond
-        32,767 regions). Default: 4,096 cells per region, at least 2**21 (4 MB: Massachusetts'
-        494 ZIPs) and at most 2**23 (16 MB, from 2,048 regions on; 32 MB in int32).
+        32,767 regions); the tile grid's table adds at most 1 MiB. Default: 4,096 cells per
+        region, at least 2**21 (4 MB: Massachusetts' 494 ZIPs) and at most 2**23 (16 MB, from
+        2,048 regions on; 32 MB in int32).
+
+    Raises
+    ------
+    TypeError, ValueError
+        If ``target_cells`` is not a positive int (named in the message).
 
     Attributes
     ----------
@@ -215,7 +221,7 @@ class RegionGrid:
     _TILE_EPS = 1e-3  # widening, in tiles, of the region boxes when tiles are found empty
     _MAX_TILES = 1024  # tiles with cells, at most (each is built in its own numpy pass)...
     _REGIONS_PER_TILE = 4  # ...and at most one per 4 regions (494 regions: 79 tiles)
-    _MAX_TILE_GRID = 2**22  # tiles in the tile grid, empty or not, at most
+    _MAX_TILE_GRID = 2**18  # tiles in the tile grid, empty or not, at most (tile_slot: 1 MiB)
     _MIN_SIDE = 1  # cells across a tile, at least (plus 3 of margin: 16 cells)
     _BAND_CELLS = 2**16  # cells per band of rows while building a raster
     _BORDER_BATCH = 2**14  # border pieces marked per batch
@@ -227,6 +233,9 @@ class RegionGrid:
         import numpy as np
         import shapely
 
+        from ._checks import check_positive_int
+
+        check_positive_int("target_cells", target_cells, allow_none=True)
         regions = np.asarray(regions, dtype=object)
         if target_cells is None:
             target_cells = int(
@@ -254,7 +263,8 @@ class RegionGrid:
         seg_ptr = np.searchsorted(segment_region, np.arange(len(regions) + 1))
         seg_lo, seg_hi = np.minimum(start, end), np.maximum(start, end)
 
-        # The regions whose box meets each tile's raster (its tile plus a margin of cells).
+        # The regions whose box meets each tile's raster (the tile, one cell below and two above
+        # it), with a cell or two of slack.
         n = len(self.cell_size)
         margin = self.cell_size * 2
         col, row = self.tile_xy[:, 0], self.tile_xy[:, 1]

@@ -337,3 +337,12 @@ def test_a_geometry_collection_among_the_regions_is_read_through_its_parts():
     xy = rng.uniform(-0.5, 3.5, (3000, 2))
     answer = _check(regions, grid, np.column_stack([xy, xy + 0.001]))
     assert (answer == 0).sum() > 50 and (answer == 1).sum() > 50
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, "1000", True])
+def test_a_bad_cell_budget_is_named(bad):
+    import shapely
+
+    regions = np.array([shapely.box(0, 0, 1, 1)], dtype=object)
+    with pytest.raises((TypeError, ValueError), match="target_cells"):
+        RegionGrid(regions, target_cells=bad)

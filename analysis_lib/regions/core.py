@@ -297,21 +297,32 @@ def assign(geoms: np.ndarray, regions: np.ndarray, predicate: str) -> tuple[np.n
     """Pairs ``(region position, item position)`` with GEOS, the regions prepared.
 
     ``region contains item`` is by definition ``item within region``; with ``"centroid"`` a
-    centroid intersecting several regions goes to the first in key order.
+    centroid intersecting several regions goes to the first in key order. The candidate pairs
+    come from a tree over the regions' boxes (built once per region array, see
+    :func:`analysis_lib._geo.region_tree`), so the cost follows the items, not the number of
+    regions; the exact test runs on the (prepared) regions. Pairs come sorted by region, then
+    item (``"within"``) or by item (``"centroid"``).
     """
     import numpy as np
     import shapely
 
+    from .._geo import region_tree
+
+    tree = region_tree(regions)
     if predicate == "within":
-        tree = shapely.STRtree(geoms)
-        return tree.query(regions, predicate="contains")
-    tree = shapely.STRtree(shapely.centroid(geoms))
-    region_idx, item_idx = tree.query(regions, predicate="intersects")
-    if len(item_idx) == 0:
-        return region_idx, item_idx
-    order = np.lexsort((region_idx, item_idx))
+        item_idx, region_idx = tree.query(geoms)
+        hit = shapely.contains(regions[region_idx], geoms[item_idx])
+    else:
+        centroids = shapely.centroid(geoms)
+        item_idx, region_idx = tree.query(centroids)
+        hit = shapely.intersects(regions[region_idx], centroids[item_idx])
+    region_idx, item_idx = region_idx[hit], item_idx[hit]
+    if predicate == "within":
+        order = np.lexsort((item_idx, region_idx))  # by region, then item
+        return region_idx[order], item_idx[order]
+    order = np.lexsort((region_idx, item_idx))  # by item, then region: keep the first region
     region_idx, item_idx = region_idx[order], item_idx[order]
-    first = np.r_[True, item_idx[1:] != item_idx[:-1]]
+    first = np.r_[True, item_idx[1:] != item_idx[:-1]] if len(item_idx) else []
     return region_idx[first], item_idx[first]
 
 

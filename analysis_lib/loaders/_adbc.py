@@ -235,12 +235,48 @@ def _rechunk(reader: Any, chunk_size: int) -> Iterator[Any]:
         yield pa.Table.from_batches(pending)
 
 
-def _writable(values: np.ndarray) -> np.ndarray:
-    return values if values.flags.writeable else values.copy()
+def _chunks(array: Any) -> list[Any]:
+    """Return the chunks of an Arrow ChunkedArray, or ``[array]`` for a plain Array."""
+    return array.chunks if hasattr(array, "chunks") else [array]
+
+
+def _to_numpy(array: Any, dtype: Any) -> np.ndarray:
+    """Copy an Arrow numeric or boolean column (Array or ChunkedArray) into one writable array.
+
+    One copy: each chunk is viewed without copying where Arrow can (no NULL), and written into
+    the output, converted to ``dtype`` on the way (int32 -> int64, int -> bool as ``!= 0``).
+    NULL: 0 / False for integers and booleans (the caller keeps the mask), NaN for floats.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    out = np.empty(len(array), dtype=dtype)
+    floating = out.dtype.kind == "f"
+    start = 0
+    for chunk in _chunks(array):
+        n = len(chunk)
+        if chunk.null_count and not floating:
+            chunk = chunk.fill_null(False if pa.types.is_boolean(chunk.type) else 0)
+        # to_numpy: zero-copy without NULL (bitmap-packed booleans are unpacked); floats with
+        # NULL come out as NaN.
+        out[start : start + n] = chunk.to_numpy(zero_copy_only=False)
+        start += n
+    return out
+
+
+def _null_mask(array: Any) -> np.ndarray | None:
+    """Return the NULL mask of an Arrow column (Array or ChunkedArray); None: no NULL in it."""
+    if not array.null_count:
+        return None
+    return array.is_null().to_numpy(zero_copy_only=False)
 
 
 def arrow_convert(array: Any, column: Column, plan: Plan, connection: Any) -> Any:
-    """One Arrow column -> the same pandas values the DB-API path gives for it."""
+    """One Arrow column (Array or ChunkedArray) -> the same pandas values the DB-API path gives.
+
+    Numbers and booleans are written once into a new writable NumPy array (no combined Arrow
+    copy first); the other kinds combine the chunks and convert the one array.
+    """
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -251,20 +287,21 @@ def arrow_convert(array: Any, column: Column, plan: Plan, connection: Any) -> An
         # No typed value in the column: all NULL, converted as the DB-API path converts None.
         return convert(np.full(len(array), None, dtype=object), column, plan, connection)
     if kind == "int" and pa.types.is_integer(kind_type):
-        mask = array.is_null().to_numpy(zero_copy_only=False)
-        values = _writable(array.fill_null(0).cast(pa.int64()).to_numpy())
-        if not column.nullable and not mask.any():
+        mask = _null_mask(array)
+        values = _to_numpy(array, np.int64)
+        if not column.nullable and mask is None:
             return values
-        return pd.arrays.IntegerArray(values, mask)
+        return pd.arrays.IntegerArray(values, np.zeros(len(values), bool) if mask is None else mask)
     if kind == "float" and numeric:
-        return _writable(array.cast(pa.float64()).to_numpy(zero_copy_only=False))
+        return _to_numpy(array, np.float64)
     if kind == "bool" and (pa.types.is_boolean(kind_type) or pa.types.is_integer(kind_type)):
-        mask = array.is_null().to_numpy(zero_copy_only=False)
-        filled = array.fill_null(pa.scalar(False if pa.types.is_boolean(kind_type) else 0))
-        values = _writable(filled.cast(pa.bool_()).to_numpy(zero_copy_only=False))
-        if not column.nullable and not mask.any():
+        mask = _null_mask(array)
+        values = _to_numpy(array, bool)
+        if not column.nullable and mask is None:
             return values
-        return pd.arrays.BooleanArray(values, mask)
+        return pd.arrays.BooleanArray(values, np.zeros(len(values), bool) if mask is None else mask)
+    if hasattr(array, "combine_chunks"):
+        array = array.combine_chunks()
     if kind == "datetime" and pa.types.is_timestamp(kind_type):
         index = pd.DatetimeIndex(array.to_pandas())
         if plan.utc:
@@ -316,11 +353,11 @@ def _arrow_category_codes(array: Any, categories: tuple[Any, ...]) -> np.ndarray
 
 
 def arrow_frame(table: Any, plan: Plan, start: int, connection: Any) -> pd.DataFrame:
+    """Convert an Arrow table (any number of batches) to one DataFrame, index from ``start``."""
     import pandas as pd
 
     data = {
-        c.name: arrow_convert(table.column(c.position).combine_chunks(), c, plan, connection)
-        for c in plan.columns
+        c.name: arrow_convert(table.column(c.position), c, plan, connection) for c in plan.columns
     }
     return pd.DataFrame(data, index=pd.RangeIndex(start, start + table.num_rows), copy=False)
 
@@ -333,6 +370,7 @@ def iter_adbc(
     *,
     iterating_auto: bool = False,
     bound: tuple[str, tuple[Any, ...] | None] | None = None,
+    whole: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Run the planned query on an ADBC connection and yield one DataFrame per chunk.
 
@@ -341,6 +379,9 @@ def iter_adbc(
     ``shared_bar``: a tqdm bar owned by the caller (parallel parts), updated here.
     ``bound``: the SQL and parameters from :func:`sql_for`, made by the caller's thread when
     this runs in another (binding uses Django's connection, which belongs to one thread).
+    ``whole``: yield the whole result as one DataFrame (``read_frame``): the driver's batches
+    are kept as they come and each column is converted once, with no regrouping into chunks and
+    no concatenation of chunk frames afterwards; nothing runs in Python between two batches.
     """
     from django.db import connections
 
@@ -376,6 +417,9 @@ def iter_adbc(
             raise EngineUnavailable(f"ADBC could not run the query: {exc}") from exc
         if progress:
             bar = progress_bar(plan)
+        if whole:
+            yield _whole_frame(reader, plan, connection, bar if bar is not None else shared_bar)
+            return
         start = 0
         chunks = _rechunk(reader, chunk_size)
         shown = bar if bar is not None else shared_bar
@@ -406,6 +450,30 @@ def iter_adbc(
         if bar is not None:
             bar.close()
         conn.close()
+
+
+def _whole_frame(reader: Any, plan: Plan, connection: Any, bar: Any) -> pd.DataFrame:
+    """Every batch of ``reader`` as one DataFrame (EngineUnavailable if a batch fails)."""
+    import pyarrow as pa
+
+    batches = []
+    rows = 0
+    try:
+        for batch in reader:
+            batches.append(batch)
+            rows += batch.num_rows
+            if bar is not None:
+                bar.update(batch.num_rows)
+        table = pa.Table.from_batches(batches, schema=reader.schema)
+    except Exception as exc:  # noqa: BLE001 - e.g. SQLite's type mismatch mid-stream
+        raise EngineUnavailable(
+            f"the ADBC engine failed after {rows} rows were read (none yielded): {exc}. "
+            "Read this queryset with engine='dbapi'"
+        ) from exc
+    batches = []
+    if not rows:
+        return frame_from_rows([], plan, 0, connection)
+    return arrow_frame(table, plan, 0, connection)
 
 
 def read_parallel(
@@ -466,4 +534,4 @@ def read_part(
     plan: Plan, chunk_size: int, bar: Any, sql: tuple[str, tuple[Any, ...] | None]
 ) -> list[pd.DataFrame]:
     """Read one range's plan with ADBC into a list of chunks (``sql``: from :func:`sql_for`)."""
-    return list(iter_adbc(plan, chunk_size, False, bar, bound=sql))
+    return list(iter_adbc(plan, chunk_size, False, bar, bound=sql, whole=True))

@@ -354,12 +354,25 @@ def _arrow_category_codes(array: Any, categories: tuple[Any, ...]) -> np.ndarray
 
 def arrow_frame(table: Any, plan: Plan, start: int, connection: Any) -> pd.DataFrame:
     """Convert an Arrow table (any number of batches) to one DataFrame, index from ``start``."""
+    columns = [table.column(i) for i in range(table.num_columns)]
+    return _columns_frame(columns, table.num_rows, plan, start, connection)
+
+
+def _columns_frame(
+    columns: list[Any], rows: int, plan: Plan, start: int, connection: Any
+) -> pd.DataFrame:
+    """Convert Arrow columns to a DataFrame, dropping each from ``columns`` once converted.
+
+    When the caller holds no other reference, each Arrow column is freed as soon as its pandas
+    values exist: the peak is the Arrow data plus one converted column, not both whole.
+    """
     import pandas as pd
 
-    data = {
-        c.name: arrow_convert(table.column(c.position), c, plan, connection) for c in plan.columns
-    }
-    return pd.DataFrame(data, index=pd.RangeIndex(start, start + table.num_rows), copy=False)
+    data = {}
+    for c in plan.columns:
+        data[c.name] = arrow_convert(columns[c.position], c, plan, connection)
+        columns[c.position] = None
+    return pd.DataFrame(data, index=pd.RangeIndex(start, start + rows), copy=False)
 
 
 def iter_adbc(
@@ -371,6 +384,7 @@ def iter_adbc(
     iterating_auto: bool = False,
     bound: tuple[str, tuple[Any, ...] | None] | None = None,
     whole: bool = False,
+    group_rows: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Run the planned query on an ADBC connection and yield one DataFrame per chunk.
 
@@ -379,9 +393,12 @@ def iter_adbc(
     ``shared_bar``: a tqdm bar owned by the caller (parallel parts), updated here.
     ``bound``: the SQL and parameters from :func:`sql_for`, made by the caller's thread when
     this runs in another (binding uses Django's connection, which belongs to one thread).
-    ``whole``: yield the whole result as one DataFrame (``read_frame``): the driver's batches
-    are kept as they come and each column is converted once, with no regrouping into chunks and
-    no concatenation of chunk frames afterwards; nothing runs in Python between two batches.
+    ``whole``: for a caller that concatenates (``read_frame``): the driver's batches are
+    converted as they come, without cutting them into chunks of ``chunk_size`` rows; one frame
+    for the whole result (nothing runs in Python between two batches, no concatenation
+    afterwards), or, with ``group_rows``, frames of at least that many rows (the parts of a
+    parallel read: two threads each holding their whole part in Arrow and in pandas at once
+    raised the peak by a quarter).
     """
     from django.db import connections
 
@@ -418,7 +435,8 @@ def iter_adbc(
         if progress:
             bar = progress_bar(plan)
         if whole:
-            yield _whole_frame(reader, plan, connection, bar if bar is not None else shared_bar)
+            shown = bar if bar is not None else shared_bar
+            yield from _batch_frames(reader, plan, connection, shown, group_rows)
             return
         start = 0
         chunks = _rechunk(reader, chunk_size)
@@ -452,28 +470,52 @@ def iter_adbc(
         conn.close()
 
 
-def _whole_frame(reader: Any, plan: Plan, connection: Any, bar: Any) -> pd.DataFrame:
-    """Every batch of ``reader`` as one DataFrame (EngineUnavailable if a batch fails)."""
+def _batch_frames(
+    reader: Any, plan: Plan, connection: Any, bar: Any, group_rows: int | None
+) -> Iterator[pd.DataFrame]:
+    """Convert ``reader``'s batches as they are, in groups of at least ``group_rows`` rows.
+
+    ``group_rows=None``: one frame for the whole result. No batch is cut: the frames are for a
+    caller that concatenates them (``read_frame``), not chunks of a fixed size. Raises
+    EngineUnavailable (``rows=0``: the caller has handed nothing out) if a batch fails.
+    """
     import pyarrow as pa
 
-    batches = []
-    rows = 0
-    try:
-        for batch in reader:
-            batches.append(batch)
-            rows += batch.num_rows
-            if bar is not None:
-                bar.update(batch.num_rows)
-        table = pa.Table.from_batches(batches, schema=reader.schema)
-    except Exception as exc:  # noqa: BLE001 - e.g. SQLite's type mismatch mid-stream
-        raise EngineUnavailable(
-            f"the ADBC engine failed after {rows} rows were read (none yielded): {exc}. "
-            "Read this queryset with engine='dbapi'"
-        ) from exc
-    batches = []
-    if not rows:
-        return frame_from_rows([], plan, 0, connection)
-    return arrow_frame(table, plan, 0, connection)
+    pending: list[Any] = []
+    held = start = 0
+
+    def frame() -> pd.DataFrame:
+        table = pa.Table.from_batches(pending, schema=reader.schema)
+        pending.clear()
+        columns = [table.column(i) for i in range(table.num_columns)]
+        table = None  # the columns hold the only references: each is freed once converted
+        return _columns_frame(columns, held, plan, start, connection)
+
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - e.g. SQLite's type mismatch mid-stream
+            raise EngineUnavailable(
+                f"the ADBC engine failed after {start + held} rows were read (none yielded to "
+                f"the caller): {exc}. Read this queryset with engine='dbapi'"
+            ) from exc
+        if batch is None:
+            break
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        if bar is not None:
+            bar.update(batch.num_rows)
+        batch = None
+        if group_rows is not None and held >= group_rows:
+            yield frame()
+            start, held = start + held, 0
+    if held:
+        yield frame()
+    elif not start:
+        yield frame_from_rows([], plan, 0, connection)
 
 
 def read_parallel(
@@ -534,4 +576,6 @@ def read_part(
     plan: Plan, chunk_size: int, bar: Any, sql: tuple[str, tuple[Any, ...] | None]
 ) -> list[pd.DataFrame]:
     """Read one range's plan with ADBC into a list of chunks (``sql``: from :func:`sql_for`)."""
-    return list(iter_adbc(plan, chunk_size, False, bar, bound=sql, whole=True))
+    return list(
+        iter_adbc(plan, chunk_size, False, bar, bound=sql, whole=True, group_rows=chunk_size)
+    )

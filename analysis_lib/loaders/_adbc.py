@@ -69,6 +69,11 @@ def _adbc_sql(sql: str, vendor: str) -> str:
     return _PLACEHOLDER.sub(replace, sql)
 
 
+#: PostgreSQL: the driver's batch size hint, bytes. Its default, 16 MB, is many chunks of a
+#: narrow row held at once by iter_frames; a larger batch did not read faster (1M rows: the same
+#: client CPU at 4 MiB and 64 MiB).
+PG_BATCH_BYTES = 4 * 1024 * 1024
+
 #: PostgreSQL: bind a query's parameters as literals, so that the driver can stream with COPY
 #: (benchmarks/bench_loaders.py turns it off in a child process to show the difference).
 BIND_LITERALS = True
@@ -422,9 +427,9 @@ def iter_adbc(
             cursor.adbc_statement.set_options(
                 **{"adbc.sqlite.query.batch_rows": str(min(chunk_size, 1_000_000))}
             )
-        else:  # the driver's default batch is 16 MB: many chunks of a narrow row, held at once
+        else:
             cursor.adbc_statement.set_options(
-                **{"adbc.postgresql.batch_size_hint_bytes": str(4 * 1024 * 1024)}
+                **{"adbc.postgresql.batch_size_hint_bytes": str(PG_BATCH_BYTES)}
             )
         sql, params = sql_for(plan, connection) if bound is None else bound
         try:

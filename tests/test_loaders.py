@@ -982,28 +982,9 @@ def test_parallel_read_is_automatic_only_on_large_key_spans(adbc_db, monkeypatch
     monkeypatch.setattr(_adbc, "AUTO_SPLIT_MIN_SPAN", 10)
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     pd.testing.assert_frame_equal(read_frame(qs, fields), read_frame(qs, fields, engine="dbapi"))
-    # 2 cores: two ranges; but the test PostGIS runs on this machine, and its backend already
-    # takes a core per read, so there one piece (ranges only from 4 cores up).
-    assert len(parts) == (0 if IS_POSTGIS else 2)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    pd.testing.assert_frame_equal(read_frame(qs, fields), read_frame(qs, fields, engine="dbapi"))
-    assert len(parts) == (2 if IS_POSTGIS else 4)
+    assert len(parts) == 2
     read_frame(qs, fields, parallel=1)
-    assert len(parts) == (2 if IS_POSTGIS else 4)
-
-
-def test_auto_parts_counts_a_local_postgresql_backend_as_a_core(monkeypatch):
-    from analysis_lib.loaders._adbc import auto_parts
-
-    def conn(vendor, host):
-        return mock.Mock(vendor=vendor, settings_dict={"HOST": host})
-
-    for cores, local_pg, remote_pg, sqlite in [(1, 1, 1, 1), (2, 1, 2, 2), (4, 2, 2, 2)]:
-        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
-        for host in ("", "localhost", "127.0.0.1", "::1", "/run/postgresql"):
-            assert auto_parts(conn("postgresql", host)) == local_pg, (cores, host)
-        assert auto_parts(conn("postgresql", "db.example.org")) == remote_pg
-        assert auto_parts(conn("sqlite", "")) == sqlite
+    assert len(parts) == 2
 
 
 @adbc_db_mark

@@ -523,25 +523,6 @@ def _batch_frames(
         yield frame_from_rows([], plan, 0, connection)
 
 
-def auto_parts(connection: Any) -> int:
-    """How many primary-key ranges ``parallel=None`` reads at once on this connection (1 or 2).
-
-    One per core, up to 2; but a PostgreSQL server on this machine (a Unix socket, localhost)
-    already takes a core per read for its backend, which produces the COPY stream while the
-    client decodes it: there one read keeps two cores busy, so ranges are read at once only
-    from 4 cores up. (Measured on 2 cores, 1,000,000 rows, load average 2.4-3.0: two ranges took
-    0.14 s more client CPU and 0.10 s more server CPU than one read, and 12 % more wall time.)
-    """
-    import os
-
-    cores = os.cpu_count() or 1
-    if connection.vendor == "postgresql":
-        host = str(connection.settings_dict.get("HOST") or "")
-        if host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/"):
-            cores //= 2
-    return max(1, min(2, cores))
-
-
 def read_parallel(
     queryset: QuerySet,
     fields: Sequence[str] | None,
@@ -556,14 +537,15 @@ def read_parallel(
     the GIL. None tells the caller to read the queryset in one piece; EngineUnavailable when a
     part cannot be read with ADBC (the caller decides whether to fall back).
     """
+    import os
     from concurrent.futures import ThreadPoolExecutor
 
     from django.db import connections
 
-    connection = connections[plan.db]
-    parts = auto_parts(connection) if parallel is None else parallel
+    parts = min(2, os.cpu_count() or 1) if parallel is None else parallel
     if parts < 2 or plan.sql is None:
         return None
+    connection = connections[plan.db]
     if refusal(plan, connection) is not None or split_reason(queryset) is not None:
         return None
     if connection.vendor == "postgresql":

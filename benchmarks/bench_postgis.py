@@ -349,8 +349,8 @@ def read_child(url: str, method: str, rows: int, fields: list[str]) -> None:
             return len(dp_read_frame(qs, fieldnames=fields))
         if method == "read_frame":  # the defaults: ADBC, COPY, primary-key ranges at once
             return len(read_frame(qs, fields))
-        if method == "read_frame parallel=1":
-            return len(read_frame(qs, fields, parallel=1))
+        if method.startswith("read_frame parallel="):  # N primary-key ranges at once
+            return len(read_frame(qs, fields, parallel=int(method.rsplit("=", 1)[1])))
         if method == "read_frame dbapi":
             return len(read_frame(qs, fields, engine="dbapi"))
         raise SystemExit(f"unknown method {method!r}; choose from {READ_METHODS}")

@@ -35,6 +35,11 @@ AUTO_SPLIT_MIN_SPAN = 100_000
 
 ADBC_KINDS = frozenset({"int", "float", "bool", "text", "category", "datetime", "date", "geometry"})
 ADBC_PARAM_TYPES = (bool, int, float, str, bytes)
+#: What pyproject.toml asks for (PostgreSQL: 1.8, the newest wheel built with optimisation).
+DRIVER_REQUIREMENTS = {
+    "sqlite": "adbc-driver-sqlite>=1.13,<2",
+    "postgresql": "adbc-driver-postgresql>=1.8,<1.9",
+}
 _LIBPQ_OPTIONS = frozenset(
     {
         "sslmode",
@@ -135,7 +140,7 @@ def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str
     try:
         __import__(f"{module}.dbapi")
     except ImportError:
-        return f"the ADBC driver is not installed: pip install '{module.replace('_', '-')}>=1.13'"
+        return f"the ADBC driver is not installed: pip install '{DRIVER_REQUIREMENTS[vendor]}'"
     try:
         import pyarrow  # noqa: F401 - the driver imports without it, then fails to fetch
     except ImportError as exc:  # not installed, or kept out of this process on purpose

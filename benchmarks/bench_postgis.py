@@ -42,6 +42,11 @@ PostgreSQL server processes (the postmaster's children, alive or reaped, read fr
 only when the server runs on this machine) during the call. The methods run interleaved, in
 an order rotated every round; each round's ratios compare runs of that round, and the table
 shows their median with (min-max) over the rounds, with the load average next to them.
+
+``--steps``: where the time of one read goes, both readers taken apart (django-pandas,
+Django's ``values_list``, psycopg's ``fetchall``; ``read_frame``, the ADBC connection, the
+driver's ``COPY`` decoding, the Arrow -> pandas conversion), in one warm process, interleaved,
+with the client's and the server's CPU seconds of each step.
 """
 
 from __future__ import annotations
@@ -188,6 +193,9 @@ def main() -> None:
     parser.add_argument(
         "--read-frame", action="store_true", help="read_frame against django-pandas instead"
     )
+    parser.add_argument(
+        "--steps", action="store_true", help="where a read's time goes, step by step, instead"
+    )
     parser.add_argument("--rows", type=int, default=1_000_000, help="--read-frame: rows read")
     parser.add_argument(
         "--fields", default=",".join(READ_FIELDS), help="--read-frame: the columns read"
@@ -200,6 +208,9 @@ def main() -> None:
         sys.exit("--postgis (or DATABASE_URL) must be a postgis:// URL")
     if args.read_frame:
         read_main(args)
+        return
+    if args.steps:
+        steps_main(args)
         return
     args.repeat = args.repeat or 1
     if not (args.spatialite or "").startswith("spatialite:"):
@@ -378,6 +389,117 @@ def read_child(url: str, method: str, rows: int, fields: list[str]) -> None:
     print(json.dumps(result))
 
 
+#: --steps: where the time goes, step by step, in one warm process.
+STEPS = {
+    "django-pandas": "django-pandas read_frame (its defaults: choices become labels)",
+    "django-pandas verbose=False": "  the same without the labels",
+    "values_list": "  Django's values_list (psycopg rows, as django-pandas reads them)",
+    "fetchall": "  psycopg cursor fetchall() on the same SQL",
+    "read_frame": "read_frame, ADBC, one read",
+    "adbc connect": "  the ADBC connection alone",
+    "adbc fetch": "  connection + COPY + the driver's decoding into Arrow",
+    "arrow to pandas": "  the Arrow table -> DataFrame conversion",
+}
+
+
+def steps_child(url: str, rows: int, fields: list[str], repeat: int) -> None:
+    """Time each step of both readers in this one process, interleaved, and print medians."""
+    os.environ["DATABASE_URL"] = url
+    import pyproj  # noqa: F401
+    import shapely  # noqa: F401
+
+    import analysis_lib
+
+    analysis_lib.setup_django("project.settings")
+    from django.db import connection
+    from django_pandas.io import read_frame as dp_read_frame
+
+    from analysis_lib import read_frame
+    from analysis_lib.loaders import _adbc
+    from analysis_lib.loaders._plan import make_plan
+    from project.buildings.models import Building
+
+    last_id = Building.objects.order_by("id").values_list("id", flat=True)[rows - 1]
+    qs = Building.objects.filter(id__lte=last_id).order_by("id")
+    plan = make_plan(qs, fields, "wkb")
+    bound = _adbc.bind_literals(plan.sql, plan.params, connection)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{backend}/stat") as f:
+            postmaster: int | None = int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        postmaster = None
+    held: dict = {}
+
+    def fetch() -> None:
+        conn = _adbc._adbc_connect(connection)
+        try:
+            cursor = conn.cursor()
+            cursor.adbc_statement.set_options(
+                **{"adbc.postgresql.batch_size_hint_bytes": str(_adbc.PG_BATCH_BYTES)}
+            )
+            cursor.execute(bound)
+            held["table"] = cursor.fetch_record_batch().read_all()
+        finally:
+            conn.close()
+
+    def fetchall() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(plan.sql, plan.params)
+            cursor.fetchall()
+
+    runs = {
+        "django-pandas": lambda: dp_read_frame(qs, fieldnames=fields),
+        "django-pandas verbose=False": lambda: dp_read_frame(qs, fieldnames=fields, verbose=False),
+        "values_list": lambda: list(qs.values_list(*fields)),
+        "fetchall": fetchall,
+        "read_frame": lambda: read_frame(qs, fields, engine="adbc", parallel=1),
+        "adbc connect": lambda: _adbc._adbc_connect(connection).close(),
+        "adbc fetch": fetch,
+        "arrow to pandas": lambda: _adbc.arrow_frame(held["table"], plan, 0, connection),
+    }
+    fetch()  # warm: the driver loaded, the table for "arrow to pandas"
+    times: dict[str, list[tuple[float, float, float | None]]] = {name: [] for name in runs}
+    for _ in range(repeat):
+        for name, run in runs.items():
+            server0, cpu0, start = _server_cpu(postmaster), os.times(), time.perf_counter()
+            run()
+            wall, cpu1 = time.perf_counter() - start, os.times()
+            time.sleep(0.1)  # the ADBC backends exit and are reaped
+            server1 = _server_cpu(postmaster)
+            client = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
+            server = None if server0 is None or server1 is None else server1 - server0
+            times[name].append((wall, client, server))
+    print(json.dumps(times))
+
+
+def steps_main(args: argparse.Namespace) -> None:
+    repeat = args.repeat or 7
+    load_start = os.getloadavg()[0]
+    child_args = ["--steps-child", args.postgis, str(args.rows), args.fields, str(repeat)]
+    proc = run_python(
+        Path(__file__), *child_args, database_url=args.postgis, timeout=None, check=False
+    )
+    if proc.returncode:
+        sys.exit(f"the steps failed:\n{proc.stdout}\n{proc.stderr}")
+    times = parse_json_line(proc.stdout)
+    print(
+        f"\nwhere the time goes: {args.rows:,} rows ({args.fields}), one warm process, medians "
+        f"of {repeat} interleaved repeats; load average {load_start:.2f} at the start, "
+        f"{os.getloadavg()[0]:.2f} at the end, {os.cpu_count()} cores\n"
+    )
+    print("| step | wall s | client CPU s | server CPU s |")
+    print("|---|---:|---:|---:|")
+    for name, label in STEPS.items():
+        rs = times[name]
+        server = [r[2] for r in rs]
+        cells = [statistics.median(r[0] for r in rs), statistics.median(r[1] for r in rs)]
+        shown = "n/a" if None in server else f"{statistics.median(server):.3f}"
+        print(f"| {label} | {cells[0]:.3f} | {cells[1]:.3f} | {shown} |")
+
+
 def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
     median = fmt.format(statistics.median(values))
     if len(values) < 2:
@@ -487,6 +609,8 @@ def read_main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         child(*sys.argv[2:7])
+    elif len(sys.argv) > 1 and sys.argv[1] == "--steps-child":
+        steps_child(sys.argv[2], int(sys.argv[3]), sys.argv[4].split(","), int(sys.argv[5]))
     elif len(sys.argv) > 1 and sys.argv[1] == "--read-child":
         read_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(","))
     else:

@@ -1157,3 +1157,23 @@ def test_read_frame_over_many_driver_batches_gives_the_dbapi_frame(adbc_db, monk
     pd.testing.assert_frame_equal(got, expected)
     got.loc[0, ["footprint_m2", "id", "year_built"]] = [-1.0, -1, -1]  # writable, not Arrow's
     assert got.loc[0, ["footprint_m2", "id", "year_built"]].tolist() == [-1.0, -1, -1]
+
+
+def test_driver_batches_of_different_types_are_an_engine_failure():
+    # SQLite's driver types a column from its first batch; should a later batch still come
+    # typed otherwise, read_frame says so as EngineUnavailable ("auto" then reruns on DB-API).
+    import pyarrow as pa
+
+    from analysis_lib.loaders import _adbc
+
+    first = pa.record_batch([pa.array([1, 2])], names=["height_m"])
+    later = pa.record_batch([pa.array([1.5])], names=["height_m"])
+
+    class Reader:
+        schema = first.schema
+
+        def __iter__(self):
+            return iter([first, later])
+
+    with pytest.raises(EngineUnavailable, match="batches of different column types"):
+        list(_adbc._batch_frames(Reader(), None, None, None, None))

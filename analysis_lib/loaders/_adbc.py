@@ -495,7 +495,13 @@ def _batch_frames(
     held = start = 0
 
     def frame() -> pd.DataFrame:
-        table = pa.Table.from_batches(pending, schema=reader.schema)
+        try:
+            table = pa.Table.from_batches(pending, schema=reader.schema)
+        except pa.ArrowException as exc:  # a batch typed unlike the first (SQLite)
+            raise EngineUnavailable(
+                f"the ADBC engine read batches of different column types: {exc}. "
+                "Read this queryset with engine='dbapi'"
+            ) from exc
         pending.clear()
         columns = [table.column(i) for i in range(table.num_columns)]
         table = None  # the columns hold the only references: each is freed once converted

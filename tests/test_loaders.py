@@ -1117,3 +1117,63 @@ def test_a_nul_byte_in_a_filter_is_refused(adbc_db):
     # Django's own cursor refuses it too (psycopg: text cannot contain NUL bytes).
     with pytest.raises((ValueError, DataError), match="NUL"):
         read_frame(qs, ["id", "source_id"], engine="dbapi")
+
+
+# --- read_frame converts the driver's batches as they come --------------------------------------
+
+
+@adbc_db_mark
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_read_frame_over_many_driver_batches_gives_the_dbapi_frame(adbc_db, monkeypatch, parallel):
+    # Tiny batches (PostgreSQL: a 256-byte hint; SQLite: chunk_size rows a batch), so that
+    # every column arrives in many Arrow chunks, some with NULLs and some without, and
+    # read_frame converts them without cutting them into chunks first (parallel parts: in
+    # groups of at least chunk_size rows).
+    from analysis_lib.loaders import _adbc
+
+    monkeypatch.setattr(_adbc, "PG_BATCH_BYTES", 256)
+    chunk_counts = []
+    real = _adbc._columns_frame
+    monkeypatch.setattr(
+        _adbc,
+        "_columns_frame",
+        lambda columns, *a: chunk_counts.append(columns[0].num_chunks) or real(columns, *a),
+    )
+    parts = _count_parts(monkeypatch)
+    qs = Building.objects.using(adbc_db).order_by("id")
+    qs = qs.annotate(tall=ExpressionWrapper(Q(height_m__gt=20), output_field=BooleanField()))
+    fields = ["id", "footprint_m2", "year_built", "use_type", "source_id"]
+    if IS_POSTGIS:  # SQLite's driver would type them from their first batch, all NULL
+        fields += ["height_m", "tall"]
+    expected = read_frame(qs, fields, engine="dbapi")
+
+    got = read_frame(qs, fields, chunk_size=7, engine="adbc", parallel=parallel)
+
+    assert len(parts) == (parallel if parallel > 1 else 0)
+    if parallel == 1 or IS_POSTGIS:  # SQLite's parts: batches of chunk_size rows, one a group
+        assert max(chunk_counts) > 1, chunk_counts  # columns of several batches converted
+    else:
+        assert len(chunk_counts) > parallel, chunk_counts  # each part in several groups
+    pd.testing.assert_frame_equal(got, expected)
+    got.loc[0, ["footprint_m2", "id", "year_built"]] = [-1.0, -1, -1]  # writable, not Arrow's
+    assert got.loc[0, ["footprint_m2", "id", "year_built"]].tolist() == [-1.0, -1, -1]
+
+
+def test_driver_batches_of_different_types_are_an_engine_failure():
+    # SQLite's driver types a column from its first batch; should a later batch still come
+    # typed otherwise, read_frame says so as EngineUnavailable ("auto" then reruns on DB-API).
+    import pyarrow as pa
+
+    from analysis_lib.loaders import _adbc
+
+    first = pa.record_batch([pa.array([1, 2])], names=["height_m"])
+    later = pa.record_batch([pa.array([1.5])], names=["height_m"])
+
+    class Reader:
+        schema = first.schema
+
+        def __iter__(self):
+            return iter([first, later])
+
+    with pytest.raises(EngineUnavailable, match="batches of different column types"):
+        list(_adbc._batch_frames(Reader(), None, None, None, None))

@@ -35,6 +35,11 @@ AUTO_SPLIT_MIN_SPAN = 100_000
 
 ADBC_KINDS = frozenset({"int", "float", "bool", "text", "category", "datetime", "date", "geometry"})
 ADBC_PARAM_TYPES = (bool, int, float, str, bytes)
+#: What pyproject.toml asks for (PostgreSQL: 1.8, the newest wheel built with optimisation).
+DRIVER_REQUIREMENTS = {
+    "sqlite": "adbc-driver-sqlite>=1.13,<2",
+    "postgresql": "adbc-driver-postgresql>=1.8,<1.9",
+}
 _LIBPQ_OPTIONS = frozenset(
     {
         "sslmode",
@@ -68,6 +73,11 @@ def _adbc_sql(sql: str, vendor: str) -> str:
 
     return _PLACEHOLDER.sub(replace, sql)
 
+
+#: PostgreSQL: the driver's batch size hint, bytes. Its default, 16 MB, is many chunks of a
+#: narrow row held at once by iter_frames; a larger batch did not read faster (1M rows: the same
+#: client CPU at 4 MiB and 64 MiB).
+PG_BATCH_BYTES = 4 * 1024 * 1024
 
 #: PostgreSQL: bind a query's parameters as literals, so that the driver can stream with COPY
 #: (benchmarks/bench_loaders.py turns it off in a child process to show the difference).
@@ -130,7 +140,7 @@ def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str
     try:
         __import__(f"{module}.dbapi")
     except ImportError:
-        return f"the ADBC driver is not installed: pip install '{module.replace('_', '-')}>=1.13'"
+        return f"the ADBC driver is not installed: pip install '{DRIVER_REQUIREMENTS[vendor]}'"
     try:
         import pyarrow  # noqa: F401 - the driver imports without it, then fails to fetch
     except ImportError as exc:  # not installed, or kept out of this process on purpose
@@ -235,12 +245,48 @@ def _rechunk(reader: Any, chunk_size: int) -> Iterator[Any]:
         yield pa.Table.from_batches(pending)
 
 
-def _writable(values: np.ndarray) -> np.ndarray:
-    return values if values.flags.writeable else values.copy()
+def _chunks(array: Any) -> list[Any]:
+    """Return the chunks of an Arrow ChunkedArray, or ``[array]`` for a plain Array."""
+    return array.chunks if hasattr(array, "chunks") else [array]
+
+
+def _to_numpy(array: Any, dtype: Any) -> np.ndarray:
+    """Copy an Arrow numeric or boolean column (Array or ChunkedArray) into one writable array.
+
+    One copy: each chunk is viewed without copying where Arrow can (no NULL), and written into
+    the output, converted to ``dtype`` on the way (int32 -> int64, int -> bool as ``!= 0``).
+    NULL: 0 / False for integers and booleans (the caller keeps the mask), NaN for floats.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    out = np.empty(len(array), dtype=dtype)
+    floating = out.dtype.kind == "f"
+    start = 0
+    for chunk in _chunks(array):
+        n = len(chunk)
+        if chunk.null_count and not floating:
+            chunk = chunk.fill_null(False if pa.types.is_boolean(chunk.type) else 0)
+        # to_numpy: zero-copy without NULL (bitmap-packed booleans are unpacked); floats with
+        # NULL come out as NaN.
+        out[start : start + n] = chunk.to_numpy(zero_copy_only=False)
+        start += n
+    return out
+
+
+def _null_mask(array: Any) -> np.ndarray | None:
+    """Return the NULL mask of an Arrow column (Array or ChunkedArray); None: no NULL in it."""
+    if not array.null_count:
+        return None
+    return array.is_null().to_numpy(zero_copy_only=False)
 
 
 def arrow_convert(array: Any, column: Column, plan: Plan, connection: Any) -> Any:
-    """One Arrow column -> the same pandas values the DB-API path gives for it."""
+    """One Arrow column (Array or ChunkedArray) -> the same pandas values the DB-API path gives.
+
+    Numbers and booleans are written once into a new writable NumPy array (no combined Arrow
+    copy first); the other kinds combine the chunks and convert the one array.
+    """
     import numpy as np
     import pandas as pd
     import pyarrow as pa
@@ -251,20 +297,21 @@ def arrow_convert(array: Any, column: Column, plan: Plan, connection: Any) -> An
         # No typed value in the column: all NULL, converted as the DB-API path converts None.
         return convert(np.full(len(array), None, dtype=object), column, plan, connection)
     if kind == "int" and pa.types.is_integer(kind_type):
-        mask = array.is_null().to_numpy(zero_copy_only=False)
-        values = _writable(array.fill_null(0).cast(pa.int64()).to_numpy())
-        if not column.nullable and not mask.any():
+        mask = _null_mask(array)
+        values = _to_numpy(array, np.int64)
+        if not column.nullable and mask is None:
             return values
-        return pd.arrays.IntegerArray(values, mask)
+        return pd.arrays.IntegerArray(values, np.zeros(len(values), bool) if mask is None else mask)
     if kind == "float" and numeric:
-        return _writable(array.cast(pa.float64()).to_numpy(zero_copy_only=False))
+        return _to_numpy(array, np.float64)
     if kind == "bool" and (pa.types.is_boolean(kind_type) or pa.types.is_integer(kind_type)):
-        mask = array.is_null().to_numpy(zero_copy_only=False)
-        filled = array.fill_null(pa.scalar(False if pa.types.is_boolean(kind_type) else 0))
-        values = _writable(filled.cast(pa.bool_()).to_numpy(zero_copy_only=False))
-        if not column.nullable and not mask.any():
+        mask = _null_mask(array)
+        values = _to_numpy(array, bool)
+        if not column.nullable and mask is None:
             return values
-        return pd.arrays.BooleanArray(values, mask)
+        return pd.arrays.BooleanArray(values, np.zeros(len(values), bool) if mask is None else mask)
+    if hasattr(array, "combine_chunks"):
+        array = array.combine_chunks()
     if kind == "datetime" and pa.types.is_timestamp(kind_type):
         index = pd.DatetimeIndex(array.to_pandas())
         if plan.utc:
@@ -316,13 +363,26 @@ def _arrow_category_codes(array: Any, categories: tuple[Any, ...]) -> np.ndarray
 
 
 def arrow_frame(table: Any, plan: Plan, start: int, connection: Any) -> pd.DataFrame:
+    """Convert an Arrow table (any number of batches) to one DataFrame, index from ``start``."""
+    columns = [table.column(i) for i in range(table.num_columns)]
+    return _columns_frame(columns, table.num_rows, plan, start, connection)
+
+
+def _columns_frame(
+    columns: list[Any], rows: int, plan: Plan, start: int, connection: Any
+) -> pd.DataFrame:
+    """Convert Arrow columns to a DataFrame, dropping each from ``columns`` once converted.
+
+    When the caller holds no other reference, each Arrow column is freed as soon as its pandas
+    values exist: the peak is the Arrow data plus one converted column, not both whole.
+    """
     import pandas as pd
 
-    data = {
-        c.name: arrow_convert(table.column(c.position).combine_chunks(), c, plan, connection)
-        for c in plan.columns
-    }
-    return pd.DataFrame(data, index=pd.RangeIndex(start, start + table.num_rows), copy=False)
+    data = {}
+    for c in plan.columns:
+        data[c.name] = arrow_convert(columns[c.position], c, plan, connection)
+        columns[c.position] = None
+    return pd.DataFrame(data, index=pd.RangeIndex(start, start + rows), copy=False)
 
 
 def iter_adbc(
@@ -333,6 +393,8 @@ def iter_adbc(
     *,
     iterating_auto: bool = False,
     bound: tuple[str, tuple[Any, ...] | None] | None = None,
+    whole: bool = False,
+    group_rows: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Run the planned query on an ADBC connection and yield one DataFrame per chunk.
 
@@ -341,6 +403,12 @@ def iter_adbc(
     ``shared_bar``: a tqdm bar owned by the caller (parallel parts), updated here.
     ``bound``: the SQL and parameters from :func:`sql_for`, made by the caller's thread when
     this runs in another (binding uses Django's connection, which belongs to one thread).
+    ``whole``: for a caller that concatenates (``read_frame``): the driver's batches are
+    converted as they come, without cutting them into chunks of ``chunk_size`` rows; one frame
+    for the whole result (nothing runs in Python between two batches, no concatenation
+    afterwards), or, with ``group_rows``, frames of at least that many rows (the parts of a
+    parallel read: two threads each holding their whole part in Arrow and in pandas at once
+    raised the peak by a quarter).
     """
     from django.db import connections
 
@@ -364,9 +432,9 @@ def iter_adbc(
             cursor.adbc_statement.set_options(
                 **{"adbc.sqlite.query.batch_rows": str(min(chunk_size, 1_000_000))}
             )
-        else:  # the driver's default batch is 16 MB: many chunks of a narrow row, held at once
+        else:
             cursor.adbc_statement.set_options(
-                **{"adbc.postgresql.batch_size_hint_bytes": str(4 * 1024 * 1024)}
+                **{"adbc.postgresql.batch_size_hint_bytes": str(PG_BATCH_BYTES)}
             )
         sql, params = sql_for(plan, connection) if bound is None else bound
         try:
@@ -376,6 +444,10 @@ def iter_adbc(
             raise EngineUnavailable(f"ADBC could not run the query: {exc}") from exc
         if progress:
             bar = progress_bar(plan)
+        if whole:
+            shown = bar if bar is not None else shared_bar
+            yield from _batch_frames(reader, plan, connection, shown, group_rows)
+            return
         start = 0
         chunks = _rechunk(reader, chunk_size)
         shown = bar if bar is not None else shared_bar
@@ -406,6 +478,60 @@ def iter_adbc(
         if bar is not None:
             bar.close()
         conn.close()
+
+
+def _batch_frames(
+    reader: Any, plan: Plan, connection: Any, bar: Any, group_rows: int | None
+) -> Iterator[pd.DataFrame]:
+    """Convert ``reader``'s batches as they are, in groups of at least ``group_rows`` rows.
+
+    ``group_rows=None``: one frame for the whole result. No batch is cut: the frames are for a
+    caller that concatenates them (``read_frame``), not chunks of a fixed size. Raises
+    EngineUnavailable (``rows=0``: the caller has handed nothing out) if a batch fails.
+    """
+    import pyarrow as pa
+
+    pending: list[Any] = []
+    held = start = 0
+
+    def frame() -> pd.DataFrame:
+        try:
+            table = pa.Table.from_batches(pending, schema=reader.schema)
+        except pa.ArrowException as exc:  # a batch typed unlike the first (SQLite)
+            raise EngineUnavailable(
+                f"the ADBC engine read batches of different column types: {exc}. "
+                "Read this queryset with engine='dbapi'"
+            ) from exc
+        pending.clear()
+        columns = [table.column(i) for i in range(table.num_columns)]
+        table = None  # the columns hold the only references: each is freed once converted
+        return _columns_frame(columns, held, plan, start, connection)
+
+    batches = iter(reader)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as exc:  # noqa: BLE001 - e.g. SQLite's type mismatch mid-stream
+            raise EngineUnavailable(
+                f"the ADBC engine failed after {start + held} rows were read (none yielded to "
+                f"the caller): {exc}. Read this queryset with engine='dbapi'"
+            ) from exc
+        if batch is None:
+            break
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        if bar is not None:
+            bar.update(batch.num_rows)
+        batch = None
+        if group_rows is not None and held >= group_rows:
+            yield frame()
+            start, held = start + held, 0
+    if held:
+        yield frame()
+    elif not start:
+        yield frame_from_rows([], plan, 0, connection)
 
 
 def read_parallel(
@@ -466,4 +592,6 @@ def read_part(
     plan: Plan, chunk_size: int, bar: Any, sql: tuple[str, tuple[Any, ...] | None]
 ) -> list[pd.DataFrame]:
     """Read one range's plan with ADBC into a list of chunks (``sql``: from :func:`sql_for`)."""
-    return list(iter_adbc(plan, chunk_size, False, bar, bound=sql))
+    return list(
+        iter_adbc(plan, chunk_size, False, bar, bound=sql, whole=True, group_rows=chunk_size)
+    )

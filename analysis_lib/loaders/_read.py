@@ -71,7 +71,7 @@ def _read_all(
             return list(iter_dbapi(plan, chunk_size, progress))
         frames = read_parallel(queryset, fields, plan, chunk_size, progress, parallel)
         if frames is None:
-            frames = list(iter_adbc(plan, chunk_size, progress))
+            frames = list(iter_adbc(plan, chunk_size, progress, whole=True))
         return frames
 
     with _gc_paused():

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
 _SIMPLE_CLASSES = (1, 2, 3)
 _MULTI_CLASSES = (4, 5, 6)
 _HEADER = 43  # bytes before a blob's body: start, endian, SRID, MBR, 0x7C, class
+_WINDOW = 52  # bytes read per blob: the header, a count, a collection's first part marker
 _SQL_BATCH = 400
 #: ADBC: read the next batch in a background thread while this one is matched.
 READ_AHEAD = True  # blobs converted by SpatiaLite per statement (two parameters each)
@@ -498,6 +499,12 @@ def _blob_chunk(n, buffer, offsets, valid, values, to_wkb) -> Chunk:
         for i in np.flatnonzero(kinds > 3).tolist():
             row = wanted[i]
             out[i] = blob_to_wkb(buffer[starts[row] : ends[row]].tobytes())
+            if out[i] is None:  # a part not laid out as the first one: never silently lost
+                raise ValueError(
+                    f"item geometry in row {row} of a chunk is a SpatiaLite collection blob "
+                    "whose parts differ in layout; read it with Sweep(engine=...) on a "
+                    "database without it, or rewrite the geometry with CastToMulti()"
+                )
         if converted is not None:
             others = np.flatnonzero(kinds == 0)
             out[others] = converted[wanted[others]]
@@ -518,11 +525,31 @@ def blob_headers(
     n = len(starts)
     klass = np.zeros(n, np.int32)
     bounds = np.full((n, 4), np.nan)
-    long = ends - starts > _HEADER
+    long = ends - starts >= _WINDOW  # every non-empty geometry (a point's blob has 60 bytes)
     every = bool(long.all())
     ok = None if every else np.flatnonzero(long)
     if not every and len(ok) == 0:
         return klass, bounds
+    at = starts if every else starts[ok]
+    # Rows of a sliding window over the buffer: one copy per blob, no index matrix.
+    head = np.lib.stride_tricks.sliding_window_view(buffer, _WINDOW)[at]
+    kinds = head[:, 39:43].copy().view("<i4").ravel()
+    good = (head[:, 0] == 0x00) & (head[:, 1] == 0x01) & (head[:, 38] == 0x7C)
+    good &= (buffer[(ends if every else ends[ok]) - 1] == 0xFE) & (kinds >= 1) & (kinds <= 7)
+    multi = (kinds >= 4) & (kinds <= 6)
+    if multi.any():
+        # A collection's parts share its layout; SpatiaLite compresses the parts, not the
+        # collection's own class, so the first part's marker and class must be plain too.
+        part = head[:, 48:52].copy().view("<i4").ravel()
+        good &= ~multi | ((head[:, 47] == 0x69) & (part >= 1) & (part <= 3))
+    good &= kinds != 7  # a GeometryCollection's parts may be of any class: SpatiaLite's WKB
+    boxes = head[:, 6:38].copy().view("<f8")
+    if every and good.all():
+        return kinds, boxes
+    rows = np.flatnonzero(long)[good]
+    klass[rows] = kinds[good]
+    bounds[rows] = boxes[good]
+    return klass, bounds
     at = starts if every else starts[ok]
     # Rows of a sliding window over the buffer: one 43-byte copy per blob, no index matrix.
     head = np.lib.stride_tricks.sliding_window_view(buffer, _HEADER)[at]

@@ -157,7 +157,8 @@ for attempt in range({repeat}):
                      "load": os.getloadavg()[0]}})
 best = min(results, key=lambda r: r["cpu"])
 print(json.dumps({{"cold_peak": cold_peak, "rss_imports": rss_imports, "runs": results,
-                  "best": best, "pyarrow": "pyarrow" in sys.modules}}))
+                  "lib": analysis_lib.__file__, "best": best,
+                  "pyarrow": "pyarrow" in sys.modules}}))
 """
 
 
@@ -192,7 +193,7 @@ def main() -> None:
         start = time.strftime("%H:%M:%S", time.gmtime())
         data = run_mode(mode, args, Path(args.root))
         best = data["best"]
-        print(f"\n== {mode} ({'with' if data['pyarrow'] else 'without'} pyarrow), {args.root}")
+        print(f"\n== {mode} ({'with' if data['pyarrow'] else 'without'} pyarrow), {data['lib']}")
         print(f"   started {start} UTC, load average at the best call {best['load']:.2f}")
         for label, (cpu, wall, calls) in sorted(best["steps"].items()):
             print(f"   {label:<52} {cpu:6.3f} s CPU {wall:6.3f} s wall {calls:6d} calls")

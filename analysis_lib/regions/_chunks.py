@@ -9,17 +9,17 @@ Two ways to get chunks:
 
 * :func:`frame_chunks` (any database): :func:`~analysis_lib.iter_frames` with the geometry as
   WKB, its boxes read from the WKB with numpy (as the sweep always did).
-* :func:`spatialite_chunks` (SpatiaLite, ADBC or DB-API): the geometry column's own blob
-  (no ``AsBinary()`` per row in SQLite), the box taken from the blob's header, and the category
-  fields with choices turned into codes by the database (``CASE`` with the choices as bound
-  parameters). SpatiaLite's blob: byte 0 = 0x00, byte 1 = 0x01 for little-endian, bytes 2..5
-  the SRID, bytes 6..37 the MBR (four doubles), byte 38 = 0x7C, bytes 39..42 the class, then
-  the body, and a last byte 0xFE. For the uncompressed XY classes 1..7 the body is laid out as
-  WKB's, except that each part of a collection starts with 0x69 where WKB has its byte order:
-  a point, line or polygon's WKB is ``b"\x01" + blob[39:-1]``; a multi-geometry's is rebuilt
-  part by part. Any other blob (compressed, Z/M, big-endian, not a SpatiaLite blob) gets a NaN
-  box and its WKB from SpatiaLite itself (``AsBinary``, as the loaders select it), so the
-  answer is GEOS's, as for every item near a border.
+* :func:`spatialite_chunks` (SpatiaLite, ADBC or DB-API): the geometry column's own blob (no
+  ``AsBinary()`` per row in SQLite), the box taken from the blob's header, and the category fields
+  with choices turned into codes by the database on DB-API (``CASE`` with the choices as bound
+  parameters), in Arrow on ADBC. SpatiaLite's blob: byte 0 = 0x00, byte 1 = 0x01 for
+  little-endian, bytes 2..5 the SRID, bytes 6..37 the MBR (four doubles), byte 38 = 0x7C, bytes
+  39..42 the class, then the body, and a last byte 0xFE. For the uncompressed XY classes 1..7 the
+  body is laid out as WKB's, except that each part of a collection starts with 0x69 where WKB has
+  its byte order: a point, line or polygon's WKB is ``b"\x01" + blob[39:-1]``; a multi-geometry's
+  is rebuilt part by part. Any other blob (compressed, Z/M, big-endian, not a SpatiaLite blob)
+  gets a NaN box and its WKB from SpatiaLite itself (``AsBinary``, as the loaders select it), so
+  the answer is GEOS's, as for every item near a border.
 """
 
 from __future__ import annotations
@@ -190,7 +190,9 @@ def _code_expression(field: Any, model: Any) -> Any | None:
     return Case(*whens, default=Value(-1), output_field=IntegerField())
 
 
-def _spatialite_sql(items: QuerySet, spec: Spec) -> tuple[str | None, tuple, list[tuple]]:
+def _spatialite_sql(
+    items: QuerySet, spec: Spec, codes_in_sql: bool
+) -> tuple[str | None, tuple, list[tuple]]:
     """Return the raw read's SQL, parameters and ``columns``: (field name, how) in order.
 
     ``how``: ``"float"`` (numbers), ``"code"`` (codes computed by the database), ``"value"``
@@ -207,7 +209,7 @@ def _spatialite_sql(items: QuerySet, spec: Spec) -> tuple[str | None, tuple, lis
         if field.kind != "category":
             columns.append((field.name, field.name, "float"))
             continue
-        code = _code_expression(field, items.model)
+        code = _code_expression(field, items.model) if codes_in_sql else None
         if code is None:
             columns.append((field.name, field.name, "value"))
         else:
@@ -241,7 +243,9 @@ def spatialite_chunks(
     from django.db import connections
 
     connection = connections[items.db]
-    sql, params, columns = _spatialite_sql(items, spec)
+    # DB-API: small ints from a CASE are cached Python objects, cheaper than a str per row;
+    # ADBC: the text column is cheaper for the driver than the CASE, and coded in Arrow.
+    sql, params, columns = _spatialite_sql(items, spec, codes_in_sql=engine != "adbc")
     if sql is None:
         return
     to_wkb = _SpatiaLiteWkb(connection)

@@ -247,6 +247,24 @@ for engine in ("adbc", "dbapi"):
             pd.testing.assert_frame_equal(got, base, check_exact=False, rtol=1e-12)
         except AssertionError as exc:
             out["diffs"].append([engine, chunk_size, str(exc)])
+# A failure part-way, its traceback kept (as a notebook keeps the last one): the read-ahead
+# thread must be gone all the same.
+import threading
+from analysis_lib.regions import core
+real_add, calls = core.Totals.add, []
+def failing(self, *args):
+    calls.append(1)
+    if len(calls) == 3:
+        raise KeyboardInterrupt
+    return real_add(self, *args)
+core.Totals.add = failing
+try:
+    summarize_by_zip("MA", strategy=Sweep(chunk_size=20, engine="adbc"))
+except KeyboardInterrupt as exc:
+    kept = exc
+core.Totals.add = real_add
+out["threads_left"] = [t.name for t in threading.enumerate() if t.name == "sweep-read"]
+out["interrupted"] = kept.__traceback__ is not None and len(calls) == 3
 print(json.dumps(out))
 """
 
@@ -260,6 +278,7 @@ def test_both_engines_and_chunk_sizes_give_the_stock_answer(tmp_path):
     seen = run_json(_ENGINES_SCRIPT.format(), database_url=url)
     assert seen["n"] > 50
     assert seen["diffs"] == []
+    assert seen["interrupted"] and seen["threads_left"] == []
     # Every pass met the compressed blobs (about a third) and had SpatiaLite convert them.
     assert all(n >= 100 for n in seen["converted"].values()), seen["converted"]
 

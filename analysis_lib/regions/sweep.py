@@ -24,22 +24,26 @@ __all__ = ["Sweep"]
 class Sweep(Strategy):
     """One streaming pass over the items, matched chunk by chunk to every region (the default).
 
-    Each chunk (geometry as WKB, through :func:`~analysis_lib.iter_frames`) is matched in two
-    steps: a raster of the regions places every item whose bounding box lies in cells of a
-    single region, or of none, from the box alone, read from the WKB with numpy; the items
+    Each chunk is matched in two steps: a raster of the regions places every item whose
+    bounding box lies in cells of a single region, or of none, from the box alone; the items
     near a border are decoded with shapely and matched with an ``STRtree`` queried by the
-    prepared regions. Both steps are exact. Partial aggregates are merged as chunks finish.
-    Memory: ``workers + 1`` chunks, the raster (4 MB), per-region aggregates, and 8 bytes per
-    matched item for each exact median of a float field.
+    prepared regions. Both steps are exact. On SpatiaLite the stored geometry blobs are read
+    (no ``AsBinary`` per row), the boxes taken from their headers and WKB built only for the
+    items GEOS decides; elsewhere the chunks come from :func:`~analysis_lib.iter_frames` with
+    WKB. Matched rows are added into running per-region totals. With ADBC the next batch is
+    read by a background thread while the calling thread matches the current one
+    (``docs/per-region.md``, "How the sweep works"). Memory: a few chunks, the raster (4 MB),
+    per-region totals, and at most 8 MiB of values for each exact median of a float field
+    (spilled to a temporary file past that).
 
     Parameters
     ----------
     chunk_size : int
         Rows per fetch (default 10,000).
     workers : int, optional
-        Background threads matching chunks while the calling thread fetches the next one; 0
-        does everything in the calling thread. ``None`` (default): 1 when ADBC reads (it
-        fetches without holding the GIL), else 0.
+        Extra threads matching chunks while the calling thread reads the next one; 0 or
+        ``None`` (default) matches in the calling thread (measured as fast: with ADBC the
+        reading already overlaps, in its own thread).
     engine : {"auto", "dbapi", "adbc"}
         How the rows are read (see :func:`~analysis_lib.iter_frames`); ``"auto"`` uses ADBC
         when it can and falls back to DB-API, restarting the pass if ADBC fails part-way.
@@ -167,6 +171,9 @@ class Sweep(Strategy):
                 total.close()
                 raise
             finally:
+                # Now, not when a traceback kept for a notebook lets go of the generator: it
+                # stops the ADBC read-ahead thread and closes the cursor and connection.
+                chunks.close()
                 bar.close()
 
         try:

@@ -80,9 +80,8 @@ class Command(BaseCommand):
             "--workers",
             type=int,
             default=None,
-            help="Background threads matching chunks in the sweep (default: 1 when it reads "
-            "with ADBC, which fetches without the GIL; 0 on DB-API, as in a CSV run without "
-            "pyarrow).",
+            help="Extra threads matching chunks in the sweep (default: none; with ADBC the "
+            "next batch is read in a background thread anyway).",
         )
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not show the progress bar."

@@ -153,8 +153,9 @@ def spatialite_reason(items: QuerySet, spec: Spec) -> str | None:
         model_field = model._meta.get_field(field.name)
         if hasattr(model_field, "from_db_value") or isinstance(model_field, models.DecimalField):
             return f"field {field.name!r} needs Django's own conversion"
-    if items.query.combinator or items.query.distinct or items.query.is_sliced:
-        return "a combined, distinct or sliced queryset"
+    query = items.query
+    if query.combinator or query.distinct or query.is_sliced or query.group_by is not None:
+        return "a combined, distinct, sliced or grouped queryset"
     return None
 
 
@@ -340,7 +341,7 @@ def _adbc_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_w
     except Exception as exc:  # noqa: BLE001 - the driver's error classes
         raise EngineUnavailable(f"the ADBC connection failed: {exc}") from exc
     rows = 0
-    batches = None
+    batches = cursor = None
     try:
         cursor = conn.cursor()
         cursor.adbc_statement.set_options(
@@ -406,6 +407,8 @@ def _adbc_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_w
     finally:
         if batches is not None:
             batches.close()  # stops and joins the reading thread before the connection closes
+        if cursor is not None:
+            cursor.close()
         conn.close()
 
 

@@ -331,3 +331,16 @@ def test_read_ahead_thread_hands_over_batches_errors_and_stops_when_closed():
     assert next(reader) == 0
     reader.close()  # the caller stopped early: the thread stops too
     assert not [t for t in threading.enumerate() if t.name == "sweep-read"]
+
+
+def test_category_codes_free_text_grows_choices_do_not():
+    from analysis_lib.regions._chunks import codes_of
+    from analysis_lib.regions.core import FixedVocabulary
+
+    free: dict = {}
+    assert codes_of(["b", None, "a", float("nan"), "b"], free).tolist() == [0, -1, 1, -1, 0]
+    assert codes_of(["c", "a"], free).tolist() == [2, 1]
+    assert free == {"b": 0, "a": 1, "c": 2}
+    choices = FixedVocabulary({"oak": 0, "elm": 1})
+    assert codes_of(["elm", "pine", None, "oak"], choices).tolist() == [1, -1, -1, 0]
+    assert choices == {"oak": 0, "elm": 1}

@@ -40,9 +40,9 @@ _SIMPLE_CLASSES = (1, 2, 3)
 _MULTI_CLASSES = (4, 5, 6)
 _HEADER = 43  # bytes before a blob's body: start, endian, SRID, MBR, 0x7C, class
 _WINDOW = 52  # bytes read per blob: the header, a count, a collection's first part marker
-_SQL_BATCH = 400
+_SQL_BATCH = 400  # blobs converted by SpatiaLite per statement (two parameters each)
 #: ADBC: read the next batch in a background thread while this one is matched.
-READ_AHEAD = True  # blobs converted by SpatiaLite per statement (two parameters each)
+READ_AHEAD = True
 
 
 class Chunk:
@@ -69,7 +69,9 @@ class Chunk:
 
 
 def codes_of(values: Any, vocabulary: dict[Any, int]) -> np.ndarray:
-    """Integer codes of a sequence of values: ``vocabulary[value]``, -1 for None or unknown.
+    """Integer codes of a sequence of values: ``vocabulary[value]``, -1 for missing or unknown.
+
+    Missing: None, or NaN (how pandas 3's text dtype hands out a NULL).
 
     A value not yet in ``vocabulary`` gets the next code (free text), unless the vocabulary is
     a :class:`~.core.FixedVocabulary` (the choices): then -1.
@@ -82,7 +84,7 @@ def codes_of(values: Any, vocabulary: dict[Any, int]) -> np.ndarray:
     distinct = dict.fromkeys(values)
     lookup = {}
     for value in distinct:
-        if value is None:
+        if value is None or value != value:  # noqa: PLR0124 - NaN is the one value != itself
             lookup[value] = -1
         elif value in vocabulary:
             lookup[value] = vocabulary[value]

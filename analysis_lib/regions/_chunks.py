@@ -313,8 +313,6 @@ def _tuples_to_arrays(rows: list[tuple], columns: list[tuple], vocabulary: Mappi
 def _adbc_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_wkb):
     """Read the raw rows on a second, ADBC connection (Arrow batches, no object per row)."""
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.compute as pc
     from django.db import connections
 
     from ..loaders._adbc import _adbc_sql, refusal
@@ -334,8 +332,11 @@ def _adbc_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_w
             ),
             None,
         )
-    if reason is not None:
+    if reason is not None:  # (pyarrow kept out of the process, for one)
         raise EngineUnavailable(reason)
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     conn, cursor, reader = _adbc_open(connection, _adbc_sql(sql, "sqlite"), params, chunk_size)
     rows = 0
     batches = None

@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Issue 16's targets for the warm summary call and the sweep's own memory.
+TARGET_WALL = 1.0
+TARGET_MIB = 40
 
 CHILD = r"""
 import json, os, sys, threading, time
@@ -205,6 +208,13 @@ def main() -> None:
         print(
             f"   cold call peak above RSS after imports ({data['rss_imports']:.0f} MiB): "
             f"{data['cold_peak']:.0f} MiB"
+        )
+        best_wall = min(r["wall"] for r in data["runs"])
+        print(
+            f"   against issue 16's targets: best warm wall {best_wall:.2f} s = "
+            f"{best_wall / TARGET_WALL:.2f}x the {TARGET_WALL:.1f} s target; memory "
+            f"{data['cold_peak']:.0f} MiB = {data['cold_peak'] / TARGET_MIB:.2f}x the "
+            f"{TARGET_MIB} MiB target"
         )
         if args.json:
             print(json.dumps(data))

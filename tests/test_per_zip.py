@@ -153,7 +153,7 @@ def test_sweep_chunking_and_threads_do_not_change_the_result(crafted):
 
 
 # A fresh process on a SpatiaLite file (ADBC cannot read the in-memory test database): which
-# threads match chunks under workers=None, and the summary, as JSON.
+# thread matches chunks and which threads are alive meanwhile, and the summary, as JSON.
 _THREADS_SCRIPT = """
 import json, threading
 if {keep!r}:
@@ -161,25 +161,27 @@ if {keep!r}:
     keep_pyarrow_out()
 from analysis_lib import Sweep, setup_django
 setup_django()
-from analysis_lib.regions import core
+from analysis_lib.regions import sweep
 from project.buildings.analysis import summarize_by_zip
-names = set()
-real = core.Partials.from_rows.__func__
-def spy(cls, *args, **kwargs):
+names, alive = set(), set()
+real = sweep.match_boxes
+def spy(*args, **kwargs):
     names.add(threading.current_thread().name.split("_")[0])
-    return real(cls, *args, **kwargs)
-core.Partials.from_rows = classmethod(spy)
+    alive.update(t.name for t in threading.enumerate())
+    return real(*args, **kwargs)
+sweep.match_boxes = spy
 auto = summarize_by_zip("MA", strategy=Sweep(chunk_size=50))
-names_auto = sorted(names)
+seen_auto = {{"match": sorted(names), "reader": "sweep-read" in alive}}
 names.clear()
+alive.clear()
 none = summarize_by_zip("MA", strategy=Sweep(chunk_size=50, workers=0))
-print(json.dumps({{"auto": names_auto, "none": sorted(names),
+print(json.dumps({{"auto": seen_auto, "none": sorted(names),
                   "equal": bool(auto.equals(none)), "n": int(auto["n_buildings"].sum())}}))
 """
 
 
 @requires_spatialite
-def test_sweep_uses_a_worker_thread_by_default_only_when_adbc_reads(tmp_path):
+def test_sweep_reads_ahead_in_a_thread_only_when_adbc_reads(tmp_path):
     from tests.fresh import run_json
     from tests.per_zip_fixtures import make_database_file
 
@@ -189,8 +191,10 @@ def test_sweep_uses_a_worker_thread_by_default_only_when_adbc_reads(tmp_path):
         for keep in (False, True)
     }
 
-    assert seen[False]["auto"] == ["sweep"]  # ADBC reads: chunks matched in the worker thread
-    assert seen[True]["auto"] == ["MainThread"]  # pyarrow kept out, DB-API: no thread
+    # ADBC: the next batch is read in a background thread; chunks are matched in the caller's.
+    assert seen[False]["auto"] == {"match": ["MainThread"], "reader": True}
+    # pyarrow kept out, DB-API: no thread at all.
+    assert seen[True]["auto"] == {"match": ["MainThread"], "reader": False}
     for run in seen.values():
         assert run["none"] == ["MainThread"]
         assert run["equal"] and run["n"] > 0

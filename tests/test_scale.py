@@ -82,13 +82,13 @@ def test_integer_medians_equal_the_stock_lookup_on_either_path(world, monkeypatc
     limit = 2**40 if limit_spans is None else int(n_regions * 8 * span * limit_spans)
     monkeypatch.setattr(core, "HISTOGRAM_MEMORY_LIMIT", limit)
     switched = []
-    real = core.Partials._to_store
+    real = core.Totals._to_store  # the sweep's running totals
 
     def counting(self, name):
         switched.append(name)
         return real(self, name)
 
-    monkeypatch.setattr(core.Partials, "_to_store", counting)
+    monkeypatch.setattr(core.Totals, "_to_store", counting)
     items = Tree.objects.all()
     aggregates = {"planted_median": ("planted", "median")}
     got = summarize_by_region(

@@ -20,7 +20,7 @@ This module imports nothing from the strategy modules: they import it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -335,20 +335,36 @@ def match_chunk(
     boxes alone; GEOS decides the rest, the items near a border (and any shape the WKB box
     reader does not read).
     """
+    from .._geo import wkb_point_bounds, wkb_polygon_bounds
+
+    bounds = wkb_point_bounds(wkb) if geom_type == "point" else wkb_polygon_bounds(wkb)
+    return match_boxes(bounds, lambda rows: wkb[rows], regions, grid, predicate, geom_type)
+
+
+def match_boxes(
+    bounds: np.ndarray,
+    wkb_of: Callable[[np.ndarray], np.ndarray],
+    regions: np.ndarray,
+    grid: Any,
+    predicate: str,
+    geom_type: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (region position, row position) for one chunk, from the items' boxes first.
+
+    ``bounds`` is ``(n, 4)`` (NaN rows: decide with GEOS); ``wkb_of(rows)`` returns the WKB of
+    those rows (None for a NULL geometry), asked only for the rows the raster leaves to GEOS.
+    """
     import numpy as np
     import shapely
 
-    from .._geo import RegionGrid, wkb_point_bounds, wkb_polygon_bounds
+    from .._geo import RegionGrid
 
-    if geom_type == "point":
-        cell = grid.classify(wkb_point_bounds(wkb), points=True)
-    else:
-        cell = grid.classify(wkb_polygon_bounds(wkb))
+    cell = grid.classify(bounds, points=geom_type == "point")
     fast = np.flatnonzero(cell >= 0)
     slow = np.flatnonzero(cell == RegionGrid.SLOW)
     region_idx, item_idx = cell[fast], fast
     if len(slow):
-        slow_region, slow_item = assign(shapely.from_wkb(wkb[slow]), regions, predicate)
+        slow_region, slow_item = assign(shapely.from_wkb(wkb_of(slow)), regions, predicate)
         region_idx = np.concatenate([region_idx, slow_region])
         item_idx = np.concatenate([item_idx, slow[slow_item]])
     return region_idx, item_idx
@@ -529,6 +545,169 @@ class Partials:
         for name, table in self.categories.items():
             raw[f"{name}:values"] = table
         return raw
+
+
+class FixedVocabulary(dict):
+    """A value -> code map that does not grow: the choices of a category field."""
+
+
+class Totals:
+    """Running per-region aggregates, each chunk added in place (the sweep's accumulator).
+
+    The same aggregates as :class:`Partials` (and the same :meth:`raw`), but a chunk is added
+    straight into flat running arrays: no per-chunk object with region-sized arrays to merge.
+    Values arrive as numpy arrays: floats (NaN for NULL) for number fields, integer codes
+    (``-1``: NULL or outside the choices) for category fields, with ``vocabulary[name]`` the
+    values of the codes (the choices; for free text, the values met so far, grown by the
+    reader). Medians are exact: a :class:`MedianStore` per float field, a running per-region
+    value-count table per integer field while it stays within :data:`HISTOGRAM_MEMORY_LIMIT`
+    (then a store too).
+    """
+
+    def __init__(self, n_regions: int, spec: Spec) -> None:
+        import numpy as np
+
+        self.n = n_regions
+        self.count = np.zeros(n_regions, np.int64)
+        self.sums: dict[str, np.ndarray] = {}
+        self.nonnull: dict[str, np.ndarray] = {}
+        self.mins: dict[str, np.ndarray] = {}
+        self.maxs: dict[str, np.ndarray] = {}
+        self.medians: dict[str, MedianStore] = {}
+        self.histograms: dict[str, tuple[int, np.ndarray]] = {}
+        self.categories: dict[str, np.ndarray] = {}  # (n_regions, known values) counts
+        self.vocabulary: dict[str, dict[Any, int]] = {}  # value -> code, per category field
+        for field in spec.fields:
+            name = field.name
+            if field.kind == "category":
+                values = field.categories or ()
+                if field.categories is None:
+                    self.vocabulary[name] = {}
+                else:
+                    self.vocabulary[name] = FixedVocabulary((v, i) for i, v in enumerate(values))
+                self.categories[name] = np.zeros((n_regions, len(values)), np.int64)
+                continue
+            self.sums[name] = np.zeros(n_regions)
+            self.nonnull[name] = np.zeros(n_regions, np.int64)
+            hows = spec.hows(name)
+            if "min" in hows:
+                self.mins[name] = np.full(n_regions, np.inf)
+            if "max" in hows:
+                self.maxs[name] = np.full(n_regions, -np.inf)
+            if "median" in hows:
+                if field.kind == "int":
+                    self.histograms[name] = (0, np.zeros((n_regions, 0), np.int64))
+                else:
+                    self.medians[name] = MedianStore(n_regions, memory_limit=MEDIAN_MEMORY_LIMIT)
+
+    def add(self, region_idx: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
+        """Add matched rows: ``region_idx[i]`` holds the row whose values are ``values[f][i]``."""
+        import numpy as np
+
+        n = self.n
+        region_idx = np.asarray(region_idx, dtype=np.int64)
+        if len(region_idx) == 0:
+            return
+        self.count += np.bincount(region_idx, minlength=n)
+        for name, table in self.categories.items():
+            codes = values[name]
+            k = max(table.shape[1], len(self.vocabulary[name]))
+            if k == 0:
+                continue
+            if table.shape[1] < k:  # free text met new values: grow the table
+                grown = np.zeros((n, k), np.int64)
+                grown[:, : table.shape[1]] = table
+                self.categories[name] = table = grown
+            known = codes >= 0
+            flat = region_idx[known] * k + codes[known]
+            _add_flat(table.reshape(-1), flat)
+        for name in self.sums:
+            column = values[name]
+            has = ~np.isnan(column)
+            idx, vals = region_idx[has], column[has]
+            self.sums[name] += np.bincount(idx, weights=vals, minlength=n)
+            self.nonnull[name] += np.bincount(idx, minlength=n)
+            if name in self.mins:
+                np.minimum.at(self.mins[name], idx, vals)
+            if name in self.maxs:
+                np.maximum.at(self.maxs[name], idx, vals)
+            if name in self.medians:
+                self.medians[name].add(idx, vals)
+            elif name in self.histograms and len(vals):
+                self._add_histogram(name, idx, vals.astype(np.int64))
+
+    def _add_histogram(self, name: str, idx: np.ndarray, ints: np.ndarray) -> None:
+        """Count integer values per region in place, growing the table's value span if needed."""
+        import numpy as np
+
+        lo, counts = self.histograms[name]
+        new_lo, new_hi = int(ints.min()), int(ints.max()) + 1
+        if counts.shape[1]:
+            new_lo, new_hi = min(lo, new_lo), max(lo + counts.shape[1], new_hi)
+        if self.n * (new_hi - new_lo) * 8 > HISTOGRAM_MEMORY_LIMIT:
+            self._to_store(name)
+            self.medians[name].add(idx, ints.astype(float))
+            return
+        if (new_lo, new_hi) != (lo, lo + counts.shape[1]):
+            grown = np.zeros((self.n, new_hi - new_lo), np.int64)
+            if counts.shape[1]:
+                grown[:, lo - new_lo : lo - new_lo + counts.shape[1]] = counts
+            lo, counts = new_lo, grown
+            self.histograms[name] = (lo, counts)
+        _add_flat(counts.reshape(-1), idx * counts.shape[1] + (ints - lo))
+
+    def _to_store(self, name: str) -> None:
+        """Move integer field ``name`` from its value-count table to a ``MedianStore`` (exact)."""
+        lo, counts = self.histograms.pop(name)
+        store = MedianStore(self.n, memory_limit=MEDIAN_MEMORY_LIMIT)
+        _add_counts(store, lo, counts)
+        self.medians[name] = store
+
+    def raw(self, spec: Spec) -> dict[str, np.ndarray]:
+        """Return the raw per-region aggregates, by name (see :func:`finish`); closes the stores."""
+        import numpy as np
+
+        raw: dict[str, Any] = {COUNT: self.count}
+        for name in self.sums:
+            raw[f"{name}:sum"] = self.sums[name]
+            raw[f"{name}:n"] = self.nonnull[name]
+        for name, arr in self.mins.items():
+            raw[f"{name}:min"] = np.where(np.isinf(arr), np.nan, arr)
+        for name, arr in self.maxs.items():
+            raw[f"{name}:max"] = np.where(np.isinf(arr), np.nan, arr)
+        for name, store in self.medians.items():
+            raw[f"{name}:median"] = store.medians()
+            store.close()
+        for name, (lo, counts) in self.histograms.items():
+            raw[f"{name}:median"] = median_from_counts(counts, lo)
+        for name, table in self.categories.items():
+            choices = spec.field(name).categories
+            if choices is not None:
+                raw[f"{name}:values"] = {value: table[:, pos] for pos, value in enumerate(choices)}
+                continue
+            # Free text: the values some matched item has (as Partials gives them), in code order.
+            values = list(self.vocabulary[name])[: table.shape[1]]
+            raw[f"{name}:values"] = {
+                value: table[:, pos] for pos, value in enumerate(values) if table[:, pos].any()
+            }
+        return raw
+
+    def close(self) -> None:
+        """Remove the median stores' spill files, if any (after :meth:`raw` or on failure)."""
+        for store in self.medians.values():
+            store.close()
+
+
+def _add_flat(target: np.ndarray, flat: np.ndarray) -> None:
+    """``target[flat] += 1`` for every position in ``flat`` (repeats counted), in place.
+
+    ``np.add.at``: no table-sized temporary (numpy 2's ``ufunc.at`` is fast: 0.02 ms for 8,000
+    positions, where a ``bincount`` of a 110,000-cell table took 0.14 ms and ``unique`` 0.5 ms).
+    """
+    import numpy as np
+
+    if len(flat):
+        np.add.at(target, flat, 1)
 
 
 def _add_counts(store: MedianStore, lo: int, counts: np.ndarray) -> None:

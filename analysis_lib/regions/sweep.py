@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._checks import check_choice, check_positive_int, fail_type, fail_value
 from ..loaders import run_with_engine
 from ..loaders._engine import ENGINES
-from .core import Partials, Spec, Strategy, fields_of, match_chunk, trim_heap
+from .core import Spec, Strategy, Totals, match_boxes, trim_heap
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from django.db.models import QuerySet
+
+    from ._chunks import Chunk
 
 __all__ = ["Sweep"]
 
@@ -22,22 +24,26 @@ __all__ = ["Sweep"]
 class Sweep(Strategy):
     """One streaming pass over the items, matched chunk by chunk to every region (the default).
 
-    Each chunk (geometry as WKB, through :func:`~analysis_lib.iter_frames`) is matched in two
-    steps: a raster of the regions places every item whose bounding box lies in cells of a
-    single region, or of none, from the box alone, read from the WKB with numpy; the items
+    Each chunk is matched in two steps: a raster of the regions places every item whose
+    bounding box lies in cells of a single region, or of none, from the box alone; the items
     near a border are decoded with shapely and matched with an ``STRtree`` queried by the
-    prepared regions. Both steps are exact. Partial aggregates are merged as chunks finish.
-    Memory: ``workers + 1`` chunks, the raster (4 MB), per-region aggregates, and 8 bytes per
-    matched item for each exact median of a float field.
+    prepared regions. Both steps are exact. On SpatiaLite the stored geometry blobs are read
+    (no ``AsBinary`` per row), the boxes taken from their headers and WKB built only for the
+    items GEOS decides; elsewhere the chunks come from :func:`~analysis_lib.iter_frames` with
+    WKB. Matched rows are added into running per-region totals. With ADBC the next batch is
+    read by a background thread while the calling thread matches the current one
+    (``docs/per-region.md``, "How the sweep works"). Memory: a few chunks, the raster (4 MB),
+    per-region totals, and at most 8 MiB of values for each exact median of a float field
+    (spilled to a temporary file past that).
 
     Parameters
     ----------
     chunk_size : int
         Rows per fetch (default 10,000).
     workers : int, optional
-        Background threads matching chunks while the calling thread fetches the next one; 0
-        does everything in the calling thread. ``None`` (default): 1 when ADBC reads (it
-        fetches without holding the GIL), else 0.
+        Extra threads matching chunks while the calling thread reads the next one; 0 or
+        ``None`` (default) matches in the calling thread (measured as fast: with ADBC the
+        reading already overlaps, in its own thread).
     engine : {"auto", "dbapi", "adbc"}
         How the rows are read (see :func:`~analysis_lib.iter_frames`); ``"auto"`` uses ADBC
         when it can and falls back to DB-API, restarting the pass if ADBC fails part-way.
@@ -95,7 +101,7 @@ class Sweep(Strategy):
         from tqdm.auto import tqdm
 
         from .._geo import RegionGrid
-        from ..loaders import iter_frames
+        from ._chunks import frame_chunks, spatialite_chunks, spatialite_reason
 
         n = len(region_frame)
         boundaries = region_frame["geom"].to_numpy()
@@ -113,20 +119,22 @@ class Sweep(Strategy):
             return geoms
 
         grid = RegionGrid(boundaries)
-        geom = spec.item_geometry
+        # SpatiaLite: the stored blobs, boxes from their headers; elsewhere iter_frames' WKB.
+        read = frame_chunks if spatialite_reason(items, spec) is not None else spatialite_chunks
 
-        def work(frame: pd.DataFrame) -> Partials:
-            region_idx, rows = match_chunk(
-                frame[geom].to_numpy(),
+        def work(chunk: Chunk) -> tuple[Any, dict[str, Any]]:
+            region_idx, rows = match_boxes(
+                chunk.bounds,
+                chunk.wkb_of,
                 prepared_regions(),
                 grid,
                 spec.predicate,
                 spec.item_geom_type,
             )
-            return Partials.from_rows(n, spec, region_idx, frame, rows)
+            return region_idx, {name: column[rows] for name, column in chunk.values.items()}
 
-        def one_pass(engine: str) -> Partials:
-            total = Partials(n, spec)
+        def one_pass(engine: str) -> Totals:
+            total = Totals(n, spec)
             bar = tqdm(
                 total=items.count() if progress else None,
                 unit="item",
@@ -134,38 +142,38 @@ class Sweep(Strategy):
                 desc=f"sweep ({spec.predicate})",
                 disable=not progress,
             )
-            frames = iter_frames(
-                items.order_by(),
-                fields_of(spec, [geom]),
-                self.chunk_size,
-                geometry="wkb",
-                engine=engine,
-            )
-            threads = self.workers if self.workers is not None else (1 if engine == "adbc" else 0)
+            chunks = read(items, spec, total.vocabulary, self.chunk_size, engine)
+            threads = self.workers if self.workers is not None else 0
             try:
                 if threads == 0:
-                    for frame in frames:
-                        total.merge(work(frame))
-                        bar.update(len(frame))
+                    for chunk in chunks:
+                        total.add(*work(chunk))
+                        bar.update(chunk.n)
                     return total
                 from concurrent.futures import ThreadPoolExecutor
 
                 with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sweep") as pool:
-                    # At most `threads` chunks in flight while the next one is fetched.
+                    # At most `threads` chunks in flight while the next one is read.
                     pending: deque = deque()
-                    for frame in frames:
-                        pending.append((pool.submit(work, frame), len(frame)))
-                        del frame
+                    for chunk in chunks:
+                        pending.append((pool.submit(work, chunk), chunk.n))
+                        del chunk
                         while len(pending) > threads:
                             future, n_rows = pending.popleft()
-                            total.merge(future.result())
+                            total.add(*future.result())
                             bar.update(n_rows)
                     while pending:
                         future, n_rows = pending.popleft()
-                        total.merge(future.result())
+                        total.add(*future.result())
                         bar.update(n_rows)
                 return total
+            except BaseException:
+                total.close()
+                raise
             finally:
+                # Now, not when a traceback kept for a notebook lets go of the generator: it
+                # stops the ADBC read-ahead thread and closes the cursor and connection.
+                chunks.close()
                 bar.close()
 
         try:

@@ -493,7 +493,8 @@ def _nano_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_w
     rows = 0
     arrays = None
     try:
-        arrays = prefetched(stream.get_next) if NANO_READ_AHEAD else _direct(stream.get_next)
+        read_next = _nogil_get_next(stream) if NANO_READ_AHEAD else stream.get_next
+        arrays = prefetched(read_next) if NANO_READ_AHEAD else _direct(read_next)
         while True:
             try:
                 array = next(arrays)
@@ -567,6 +568,49 @@ def _nano_open(connection: Any, sql: str, params: tuple, chunk_size: int) -> tup
             if spatial or "no such function" not in str(exc).lower():
                 raise EngineUnavailable(f"ADBC could not run the query: {exc}") from exc
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _nogil_get_next(stream: Any) -> Callable[[], Any]:
+    """Return ``stream.get_next`` as a call that releases the GIL while the driver reads.
+
+    nanoarrow's ``CArrayStream.get_next`` holds the GIL while the driver steps SQLite, so a
+    read-ahead thread could not overlap the matching. This calls the stream's own ``get_next``
+    (the Arrow C stream interface: ``{get_schema, get_next, get_last_error, release,
+    private_data}``) through :mod:`ctypes`, which releases the GIL for the call, into an array
+    nanoarrow allocated (``CArray.allocate``) and owns from then on.
+    """
+    import ctypes
+
+    try:
+        from nanoarrow.c_array import CArray
+
+        schema = stream.get_schema()
+        address = stream._addr()  # noqa: SLF001 - the C struct's address, the stream owns it
+        CArray.allocate  # noqa: B018 - checked now, not at the first batch
+    except (ImportError, AttributeError):  # another nanoarrow layout: its own call, GIL held
+        return stream.get_next
+    pointer = ctypes.c_void_p.from_address
+    get_next = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)(
+        pointer(address + ctypes.sizeof(ctypes.c_void_p)).value
+    )
+    last_error = ctypes.CFUNCTYPE(ctypes.c_char_p, ctypes.c_void_p)(
+        pointer(address + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+    )
+    release_at = 8 * 8  # struct ArrowArray: five int64, three pointers, then release
+
+    def read_next() -> Any:
+        array = CArray.allocate(schema)
+        out = array._addr()  # noqa: SLF001
+        code = get_next(address, out)
+        if code != 0:
+            message = last_error(address)
+            text = message.decode(errors="replace") if message else f"error code {code}"
+            raise OSError(f"ADBC stream: {text}")
+        if pointer(out + release_at).value is None:  # a released array: the end of the stream
+            raise StopIteration
+        return array
+
+    return read_next
 
 
 def _nano_params(params: tuple, na: Any) -> Any:

@@ -11,8 +11,12 @@ Two ways to get chunks:
   WKB, its boxes read from the WKB with numpy (as the sweep always did).
 * :func:`spatialite_chunks` (SpatiaLite, ADBC or DB-API): the geometry column's own blob (no
   ``AsBinary()`` per row in SQLite), the box taken from the blob's header, and the category fields
-  with choices turned into codes by the database on DB-API (``CASE`` with the choices as bound
-  parameters), in Arrow on ADBC. SpatiaLite's blob: byte 0 = 0x00, byte 1 = 0x01 for
+  with choices turned into codes by the database on DB-API and on nanoarrow (``CASE`` with the
+  choices as bound parameters), in Arrow on ADBC with pyarrow. ADBC has two readers: pyarrow's
+  (:func:`_adbc_chunks`) and, where pyarrow cannot be imported (kept out by
+  :func:`~analysis_lib.keep_pyarrow_out`, or not installed), nanoarrow's (:func:`_nano_chunks`:
+  the same driver, its Arrow buffers read with numpy, pyarrow never imported; see
+  :func:`nano_reads`). SpatiaLite's blob: byte 0 = 0x00, byte 1 = 0x01 for
   little-endian, bytes 2..5 the SRID, bytes 6..37 the MBR (four doubles), byte 38 = 0x7C, bytes
   39..42 the class, then the body, and a last byte 0xFE. For the uncompressed XY classes 1..7 the
   body is laid out as WKB's, except that each part of a collection starts with 0x69 where WKB has

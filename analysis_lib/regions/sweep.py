@@ -46,7 +46,9 @@ class Sweep(Strategy):
         reading already overlaps, in its own thread).
     engine : {"auto", "dbapi", "adbc"}
         How the rows are read (see :func:`~analysis_lib.iter_frames`); ``"auto"`` uses ADBC
-        when it can and falls back to DB-API, restarting the pass if ADBC fails part-way.
+        when it can and falls back to DB-API, restarting the pass if ADBC fails part-way. On
+        SpatiaLite, where pyarrow is kept out (:func:`~analysis_lib.keep_pyarrow_out`) or not
+        installed, ADBC is read through ``nanoarrow`` instead of pyarrow.
 
     Raises
     ------

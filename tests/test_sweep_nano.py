@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.backends import IS_POSTGIS
+
 pytest.importorskip("nanoarrow")
 pytest.importorskip("adbc_driver_sqlite")
 
@@ -140,6 +142,9 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.skipif(
+    IS_POSTGIS, reason="process-level test on its own SpatiaLite file; runs in the SpatiaLite pass"
+)
 def test_nanoarrow_reader_equals_orm_and_dbapi_without_pyarrow(tmp_path):
     from tests.fresh import run_json
     from tests.per_zip_fixtures import make_database_file

@@ -168,3 +168,48 @@ def test_nanoarrow_reader_equals_orm_and_dbapi_without_pyarrow(tmp_path):
     assert seen["midstream_rows"] >= 50  # failed part-way, after the first batch
     runs, rows, equal = seen["midstream_auto"]
     assert runs == 1 and 50 <= rows < seen["total_rows"] and equal
+
+
+def test_blob_buffer_keeps_its_batch_alive(tmp_path):
+    # nanoarrow's buffer views do not own the driver's memory: the chunk's blob buffer must
+    # keep the batch's array alive, or it reads freed (and reused) memory once it is dropped.
+    import gc
+    import sqlite3
+
+    import adbc_driver_manager
+    import adbc_driver_sqlite.dbapi
+    import nanoarrow as na
+
+    from analysis_lib.regions._chunks import _nano_blobs, _nogil_get_next
+
+    path = str(tmp_path / "blobs.sqlite3")
+    blobs = [bytes([i % 251]) * (200 + i % 90) for i in range(3000)]
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE t (b BLOB)")
+        db.executemany("INSERT INTO t VALUES (?)", [(b,) for b in blobs])
+    db.close()
+    conn = adbc_driver_sqlite.dbapi.connect(path)
+    statement = adbc_driver_manager.AdbcStatement(conn.adbc_connection)
+    try:
+        statement.set_options(**{"adbc.sqlite.query.batch_rows": "100"})
+        statement.set_sql_query("SELECT b FROM t")
+        handle, _ = statement.execute_query()
+        stream = na.c_array_stream(handle)
+        start = 0  # rows read so far
+        for read_next in (stream.get_next, _nogil_get_next(stream)):
+            array = read_next()
+            view = array.view()
+            n = view.length
+            buffer, offsets, valid = _nano_blobs(view.child(0), n, 0, array)
+            del array, view
+            gc.collect()
+            later = [read_next() for _ in range(10)]  # the driver may reuse freed memory
+            assert valid is None and sum(a.length for a in later) == 1000
+            pairs = zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True)
+            got = [buffer[lo:hi].tobytes() for lo, hi in pairs]
+            assert got == blobs[start : start + n]
+            start += n + 1000
+        stream.release()
+    finally:
+        statement.close()
+        conn.close()

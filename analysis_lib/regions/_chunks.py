@@ -512,7 +512,7 @@ def _nano_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_w
             n = view.length
             if n == 0:
                 continue
-            buffer, offsets, valid = _nano_blobs(view.child(0), n, rows)
+            buffer, offsets, valid = _nano_blobs(view.child(0), n, rows, array)
             values = {
                 name: _nano_values(view.child(position), name, how, n, rows, vocabulary)
                 for position, (name, how) in enumerate(columns, 1)
@@ -647,8 +647,30 @@ def _nano_valid(view: Any, np: Any) -> np.ndarray | None:
     return bits[start:].astype(bool)
 
 
-def _nano_blobs(view: Any, n: int, rows: int) -> tuple:
-    """``(buffer, offsets, valid)`` of the geometry column's Arrow view (no copy of the blobs)."""
+class _Pinned:
+    """``size`` bytes at ``address`` for :func:`numpy.asarray`, keeping ``owner`` alive.
+
+    nanoarrow's buffer views do not keep the array that owns the memory alive (measured: a
+    ``numpy.frombuffer`` of one reads freed memory once the array is gone); an array made from
+    this object has it as its base, so the batch lives as long as the chunk's blob buffer.
+    """
+
+    def __init__(self, address: int, size: int, owner: Any) -> None:
+        self.owner = owner
+        self.__array_interface__ = {
+            "data": (address, True),
+            "shape": (size,),
+            "typestr": "|u1",
+            "version": 3,
+        }
+
+
+def _nano_blobs(view: Any, n: int, rows: int, owner: Any) -> tuple:
+    """``(buffer, offsets, valid)`` of the geometry column's Arrow view (no copy of the blobs).
+
+    ``owner``: the batch's array, kept alive by ``buffer`` (the offsets and validity are
+    copies).
+    """
     import numpy as np
 
     from ..loaders._engine import EngineUnavailable
@@ -662,7 +684,11 @@ def _nano_blobs(view: Any, n: int, rows: int) -> tuple:
     start = view.offset
     offsets = np.frombuffer(view.buffer(1), width)[start : start + n + 1].astype(np.int64)
     data = view.buffer(2)
-    buffer = np.frombuffer(data, np.uint8) if data.size_bytes else np.zeros(0, np.uint8)
+    if data.size_bytes:
+        address = data._addr()  # noqa: SLF001 - the bytes' address (no public accessor)
+        buffer = np.asarray(_Pinned(address, data.size_bytes, owner))
+    else:
+        buffer = np.zeros(0, np.uint8)
     return buffer, offsets, _nano_valid(view, np)
 
 

@@ -213,3 +213,25 @@ def test_blob_buffer_keeps_its_batch_alive(tmp_path):
     finally:
         statement.close()
         conn.close()
+
+
+def test_nanoarrow_reads_only_where_pyarrow_cannot_be_imported(monkeypatch):
+    import importlib.util
+
+    from analysis_lib.loaders import _arrow
+    from analysis_lib.regions._chunks import nano_reads
+
+    real = importlib.util.find_spec
+
+    def without(*names):
+        return lambda name, *args: None if name in names else real(name, *args)
+
+    assert not _arrow.pyarrow_kept_out()  # this test process has pyarrow
+    assert nano_reads() is False  # pyarrow importable: pyarrow's ADBC reader, as before
+    monkeypatch.setattr(importlib.util, "find_spec", without("pyarrow"))
+    assert nano_reads() is True  # pyarrow not installed: nanoarrow's
+    monkeypatch.setattr(importlib.util, "find_spec", without("pyarrow", "nanoarrow"))
+    assert nano_reads() is False  # neither: DB-API
+    monkeypatch.setattr(importlib.util, "find_spec", real)
+    monkeypatch.setattr(_arrow, "pyarrow_kept_out", lambda: True)
+    assert nano_reads() is True  # kept out (the fresh-process test checks the real thing)

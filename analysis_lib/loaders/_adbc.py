@@ -131,8 +131,14 @@ def sql_for(plan: Plan, connection: Any) -> tuple[str, tuple[Any, ...] | None]:
     return _adbc_sql(plan.sql, connection.vendor), plan.params or None
 
 
-def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str | None:
-    """Why the ADBC engine cannot read this plan on this connection (None: it can)."""
+def refusal(
+    plan: Plan, connection: Any, *, iterating_auto: bool = False, arrow: bool = True
+) -> str | None:
+    """Why the ADBC engine cannot read this plan on this connection (None: it can).
+
+    ``arrow=False``: the caller reads the driver's stream without pyarrow (the sweep's
+    nanoarrow read), so pyarrow need not be importable.
+    """
     vendor = connection.vendor
     if vendor not in ("sqlite", "postgresql"):
         return f"ADBC is only wired for SQLite and PostgreSQL, not {vendor}"
@@ -142,7 +148,8 @@ def refusal(plan: Plan, connection: Any, *, iterating_auto: bool = False) -> str
     except ImportError:
         return f"the ADBC driver is not installed: pip install '{DRIVER_REQUIREMENTS[vendor]}'"
     try:
-        import pyarrow  # noqa: F401 - the driver imports without it, then fails to fetch
+        if arrow:
+            import pyarrow  # noqa: F401 - the driver imports without it, then fails to fetch
     except ImportError as exc:  # not installed, or kept out of this process on purpose
         return f"the ADBC engine needs pyarrow, which cannot be imported here: {exc}"
     if connection.in_atomic_block:

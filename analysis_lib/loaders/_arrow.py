@@ -74,11 +74,12 @@ def keep_pyarrow_out() -> bool:
     :class:`ModuleNotFoundError` (``name="pyarrow"``, a message saying who blocked it and why)
     for ``pyarrow`` and ``pyarrow.*``. pandas then behaves as it does without pyarrow installed
     (NumPy-backed columns; the analysis results are the same), :func:`~analysis_lib.iter_frames`
-    and :func:`~analysis_lib.summarize_by_zip` read with DB-API instead of ADBC, and anything
-    that needs Arrow (``DataFrame.to_parquet``, ``engine="adbc"``, ``dask.dataframe``) fails
-    with that message. There is no undo: pandas decides once, at import, whether pyarrow is
-    there, so use it at the start of a script or job (``manage.py analyze_buildings`` does for
-    CSV output), not in a notebook that may need Parquet later.
+    reads with DB-API instead of ADBC (the per-region sweep on SpatiaLite still reads with ADBC,
+    through ``nanoarrow``), and anything else that needs Arrow (``DataFrame.to_parquet``,
+    ``engine="adbc"`` of the loaders, ``dask.dataframe``) fails with that message. There is
+    no undo: pandas decides once, at import, whether pyarrow is there, so use it at the start
+    of a script or job (``manage.py analyze_buildings`` does for CSV output), not in a
+    notebook that may need Parquet later.
 
     Returns
     -------

@@ -45,7 +45,7 @@ class EngineUnavailable(ValueError):  # noqa: N818 - "unavailable" reads better 
         self.rows = rows
 
 
-def run_with_engine(engine: str, run: Callable[[str], T]) -> T:
+def run_with_engine(engine: str, run: Callable[[str], T], *, arrow_free: bool = False) -> T:
     """Call ``run`` with the engine to use, falling back from ADBC to DB-API under "auto".
 
     ``run(name)`` does the whole piece of work on engine ``name`` (``"adbc"`` or ``"dbapi"``)
@@ -54,9 +54,10 @@ def run_with_engine(engine: str, run: Callable[[str], T]) -> T:
     caller). ``"auto"`` calls ``run("adbc")`` and, when it raises ``EngineUnavailable``
     (refused before the first chunk, or a failure part-way such as SQLite's type change),
     calls ``run("dbapi")`` from scratch; when :func:`~analysis_lib.keep_pyarrow_out` keeps
-    pyarrow out of the process it calls ``run("dbapi")`` directly, without loading a driver.
-    So under "auto", ``run`` must not hand results out before it returns, or they would be
-    handed out twice.
+    pyarrow out of the process it calls ``run("dbapi")`` directly, without loading a driver,
+    unless ``arrow_free`` says ``run("adbc")`` reads without pyarrow (the sweep's nanoarrow read
+    on SpatiaLite). So under "auto", ``run`` must not hand results out before it returns, or
+    they would be handed out twice.
 
     Parameters
     ----------
@@ -64,6 +65,9 @@ def run_with_engine(engine: str, run: Callable[[str], T]) -> T:
         The engine asked for.
     run : callable
         ``run(name) -> T``, the work on one engine.
+    arrow_free : bool, default False
+        Whether ``run("adbc")`` works without pyarrow; if so "auto" tries it even where
+        pyarrow is kept out.
 
     Returns
     -------
@@ -88,7 +92,7 @@ def run_with_engine(engine: str, run: Callable[[str], T]) -> T:
         return run(engine)
     from ._arrow import pyarrow_kept_out
 
-    if pyarrow_kept_out():
+    if pyarrow_kept_out() and not arrow_free:
         return run("dbapi")  # ADBC needs pyarrow: do not even load its driver
     try:
         return run("adbc")

@@ -46,7 +46,9 @@ class Sweep(Strategy):
         reading already overlaps, in its own thread).
     engine : {"auto", "dbapi", "adbc"}
         How the rows are read (see :func:`~analysis_lib.iter_frames`); ``"auto"`` uses ADBC
-        when it can and falls back to DB-API, restarting the pass if ADBC fails part-way.
+        when it can and falls back to DB-API, restarting the pass if ADBC fails part-way. On
+        SpatiaLite, where pyarrow is kept out (:func:`~analysis_lib.keep_pyarrow_out`) or not
+        installed, ADBC is read through ``nanoarrow`` instead of pyarrow.
 
     Raises
     ------
@@ -101,7 +103,7 @@ class Sweep(Strategy):
         from tqdm.auto import tqdm
 
         from .._geo import RegionGrid
-        from ._chunks import frame_chunks, spatialite_chunks, spatialite_reason
+        from ._chunks import frame_chunks, nano_reads, spatialite_chunks, spatialite_reason
 
         n = len(region_frame)
         boundaries = region_frame["geom"].to_numpy()
@@ -123,7 +125,10 @@ class Sweep(Strategy):
 
         grid = RegionGrid(boundaries)
         # SpatiaLite: the stored blobs, boxes from their headers; elsewhere iter_frames' WKB.
-        read = frame_chunks if spatialite_reason(items, spec) is not None else spatialite_chunks
+        raw = spatialite_reason(items, spec) is None
+        read = spatialite_chunks if raw else frame_chunks
+        # Without pyarrow the raw read's ADBC engine is nanoarrow's; iter_frames' needs pyarrow.
+        arrow_free = raw and nano_reads()
 
         def work(chunk: Chunk) -> tuple[Any, dict[str, Any]]:
             region_idx, rows = match_boxes(
@@ -179,6 +184,6 @@ class Sweep(Strategy):
                 bar.close()
 
         try:
-            return run_with_engine(self.engine, one_pass).raw(spec)
+            return run_with_engine(self.engine, one_pass, arrow_free=arrow_free).raw(spec)
         finally:
             trim_heap()

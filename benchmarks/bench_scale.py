@@ -87,6 +87,7 @@ def _cpu() -> float:
 
 def _import_sweep_modules() -> None:
     """Import what the sweep imports lazily (so 'RSS after imports' includes them)."""
+    import adbc_driver_sqlite.dbapi  # noqa: F401  (imports pyarrow only if it is loaded)
     import numpy  # noqa: F401
     import pandas  # noqa: F401
     import pyproj  # noqa: F401
@@ -96,8 +97,9 @@ def _import_sweep_modules() -> None:
     import analysis_lib.loaders  # noqa: F401
     import analysis_lib.regions.sweep  # noqa: F401
 
-    if sys.modules.get("pyarrow") is not None:  # pandas loaded it: the sweep reads with ADBC
-        import adbc_driver_sqlite.dbapi  # noqa: F401
+    if sys.modules.get("pyarrow") is None:  # kept out: the sweep reads ADBC through nanoarrow
+        import adbc_driver_manager  # noqa: F401
+        import nanoarrow  # noqa: F401
 
 
 def _wrap_summary(record: dict) -> None:

@@ -11,7 +11,7 @@ whole. Methods:
   per region, the slices of every chunk concatenated and ``np.median``;
 * ``in-memory (one sort)``: every value kept, then one stable sort by region and
   ``np.partition`` per region (the fastest in-memory way we know, for reference);
-* ``MedianStore (32 MiB)``, ``MedianStore (8 MiB)``: ``analysis_lib.regions._medians.MedianStore``
+* ``MedianStore (32 MiB)``, ``(8 MiB)``, ``(4 MiB)``: ``analysis_lib.regions._medians.MedianStore``
   with that ``memory_limit`` (spilling to the system's temporary directory).
 
 Printed per case (values x regions): wall and CPU seconds of add+medians; ``net CPU``
@@ -48,6 +48,7 @@ METHODS = {
     "sort": "in-memory (one sort)",
     "store32": "MedianStore (32 MiB)",
     "store8": "MedianStore (8 MiB)",
+    "store4": "MedianStore (4 MiB)",
 }
 
 

@@ -33,7 +33,7 @@ class Sweep(Strategy):
     WKB. Matched rows are added into running per-region totals. With ADBC the next batch is
     read by a background thread while the calling thread matches the current one
     (``docs/per-region.md``, "How the sweep works"). Memory: a few chunks, the raster (4 MB),
-    per-region totals, and at most 8 MiB of values for each exact median of a float field
+    per-region totals, and at most 4 MiB of values for each exact median of a float field
     (spilled to a temporary file past that).
 
     Parameters

@@ -4,8 +4,9 @@ about 30,000 regions, each run in a fresh process; ratios against the issue's ta
 What runs (each row one fresh Python process):
 
 * ``analyze_buildings``: ``manage.py analyze_buildings --state MA --no-progress`` exactly as a
-  user runs it (default: pyarrow kept out of the process, rows read with DB-API), and the same
-  with ``--with-pyarrow`` (rows read with ADBC, one matching thread). The child enters the
+  user runs it (default: pyarrow kept out of the process, rows read by the ADBC driver through
+  nanoarrow), and the same with ``--with-pyarrow`` (rows read by the ADBC driver through
+  pyarrow); both with the read-ahead thread. The child enters the
   command through Django's ``ManagementUtility`` (so ``run_from_argv`` and its
   ``keep_pyarrow_out`` apply); a wrapper around ``summarize_by_zip`` imports what the sweep
   imports, takes the RSS (**RSS after imports**), runs the call and times it (**call**).
@@ -490,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
         say("|---|---:|---:|---:|---:|")
         db = f"spatialite:///{_db_path(args.data_dir, 'MA', 2_000_000)}"
         for mode, name in (
-            ("keep", "pyarrow kept out (DB-API)"),
+            ("keep", "pyarrow kept out (ADBC via nanoarrow)"),
             ("pyarrow", "with pyarrow (ADBC)"),
         ):
             r = run_child(["warm", db, mode, str(args.warm_calls)])

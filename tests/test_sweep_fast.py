@@ -125,14 +125,14 @@ def test_blobs_not_in_the_fast_layout_go_to_geos_through_spatialite_s_wkb(world,
 
 
 def test_big_endian_and_foreign_blobs_are_not_read_as_spatialite(world):
-    from analysis_lib.regions import _chunks
+    from analysis_lib.regions import _blobs
 
     blob = bytearray(_blob("SELECT GeomFromText('POINT(1 2)', 4326)"))
     big = bytes(blob[:1]) + b"\x00" + bytes(blob[2:])  # endian byte says big-endian
     wkb = shapely.to_wkb(shapely.Point(1, 2))  # a WKB, not a SpatiaLite blob
     buffer = np.frombuffer(big + wkb, np.uint8)
     offsets = np.array([0, len(big), len(big) + len(wkb)], np.int64)
-    klass, bounds = _chunks.blob_headers(buffer, offsets[:-1], offsets[1:])
+    klass, bounds = _blobs.blob_headers(buffer, offsets[:-1], offsets[1:])
     assert klass.tolist() == [0, 0]
     assert np.isnan(bounds).all()
 
@@ -311,7 +311,7 @@ def test_both_engines_and_chunk_sizes_give_the_stock_answer(tmp_path):
 def test_read_ahead_thread_hands_over_batches_errors_and_stops_when_closed():
     import threading
 
-    from analysis_lib.regions._chunks import prefetched
+    from analysis_lib.regions._blobs import prefetched
 
     def source(n, fail=None):
         items = iter(range(n))
@@ -334,7 +334,7 @@ def test_read_ahead_thread_hands_over_batches_errors_and_stops_when_closed():
 
 
 def test_category_codes_free_text_grows_choices_do_not():
-    from analysis_lib.regions._chunks import codes_of
+    from analysis_lib.regions._blobs import codes_of
     from analysis_lib.regions.core import FixedVocabulary
 
     free: dict = {}

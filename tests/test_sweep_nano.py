@@ -180,7 +180,7 @@ def test_blob_buffer_keeps_its_batch_alive(tmp_path):
     import adbc_driver_sqlite.dbapi
     import nanoarrow as na
 
-    from analysis_lib.regions._chunks import _nano_blobs, _nogil_get_next
+    from analysis_lib.regions._nano import _nano_blobs, _nogil_get_next
 
     path = str(tmp_path / "blobs.sqlite3")
     blobs = [bytes([i % 251]) * (200 + i % 90) for i in range(3000)]
@@ -219,7 +219,7 @@ def test_nanoarrow_reads_only_where_pyarrow_cannot_be_imported(monkeypatch):
     import importlib.util
 
     from analysis_lib.loaders import _arrow
-    from analysis_lib.regions._chunks import nano_reads
+    from analysis_lib.regions._nano import nano_reads
 
     real = importlib.util.find_spec
 

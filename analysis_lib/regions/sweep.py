@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
     from django.db.models import QuerySet
 
-    from ._chunks import Chunk
+    from ._blobs import Chunk
 
 __all__ = ["Sweep"]
 

@@ -199,13 +199,26 @@ def _postgres_uri(settings_dict: dict[str, Any]) -> str:
     return f"postgresql://{auth}{quote(host, safe='')}{port}/{name}{tail}"
 
 
-def _adbc_connect(connection: Any) -> Any:
+def sqlite_connect(connection: Any, *, spatialite: bool) -> Any:
+    """Open an ADBC connection on Django's SQLite file, SpatiaLite loaded only if ``spatialite``.
+
+    Raises :class:`EngineUnavailable` when the driver cannot connect (or load SpatiaLite).
+    """
+    try:
+        return _adbc_connect(connection, spatialite=spatialite)
+    except EngineUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the driver's error classes
+        raise EngineUnavailable(f"the ADBC connection failed: {exc}") from exc
+
+
+def _adbc_connect(connection: Any, *, spatialite: bool = True) -> Any:
     """Open the second, ADBC connection on the database Django's connection points at."""
     if connection.vendor == "sqlite":
         import adbc_driver_sqlite.dbapi
 
         conn = adbc_driver_sqlite.dbapi.connect(str(connection.settings_dict["NAME"]))
-        if getattr(connection.ops, "spatialite", False):
+        if spatialite and getattr(connection.ops, "spatialite", False):
             from django.conf import settings
 
             from ..db.spatialite import private_spatialite

@@ -349,21 +349,11 @@ def _adbc_open(connection: Any, sql: str, params: tuple, chunk_size: int) -> tup
     a private copy of SpatiaLite costs about 5 MiB and 20 ms. A query that needs it (a spatial
     filter: "no such function") runs again on a connection with SpatiaLite loaded.
     """
-    import adbc_driver_sqlite.dbapi
-
-    from ..loaders._adbc import _adbc_connect
+    from ..loaders._adbc import sqlite_connect
     from ..loaders._engine import EngineUnavailable
 
     for spatial in (False, True):
-        try:
-            if spatial:
-                conn = _adbc_connect(connection)
-            else:
-                conn = adbc_driver_sqlite.dbapi.connect(str(connection.settings_dict["NAME"]))
-        except EngineUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the driver's error classes
-            raise EngineUnavailable(f"the ADBC connection failed: {exc}") from exc
+        conn = sqlite_connect(connection, spatialite=spatial)
         cursor = conn.cursor()
         try:
             cursor.adbc_statement.set_options(

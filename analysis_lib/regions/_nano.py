@@ -115,22 +115,13 @@ def _nano_open(connection: Any, sql: str, params: tuple, chunk_size: int) -> tup
     driver from a one-row nanoarrow struct (never formatted into the SQL).
     """
     import adbc_driver_manager
-    import adbc_driver_sqlite.dbapi
     import nanoarrow as na
 
-    from ..loaders._adbc import _adbc_connect
+    from ..loaders._adbc import sqlite_connect
     from ..loaders._engine import EngineUnavailable
 
     for spatial in (False, True):
-        try:
-            if spatial:
-                conn = _adbc_connect(connection)
-            else:
-                conn = adbc_driver_sqlite.dbapi.connect(str(connection.settings_dict["NAME"]))
-        except EngineUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the driver's error classes
-            raise EngineUnavailable(f"the ADBC connection failed: {exc}") from exc
+        conn = sqlite_connect(connection, spatialite=spatial)
         statement = None
         try:
             statement = adbc_driver_manager.AdbcStatement(conn.adbc_connection)

@@ -528,21 +528,7 @@ class Partials:
 
     def raw(self, spec: Spec) -> dict[str, np.ndarray]:
         """Return the raw per-region aggregates, by name (see :func:`finish`)."""
-        import numpy as np
-
-        raw: dict[str, Any] = {COUNT: self.count}
-        for name in self.sums:
-            raw[f"{name}:sum"] = self.sums[name]
-            raw[f"{name}:n"] = self.nonnull[name]
-        for name, arr in self.mins.items():
-            raw[f"{name}:min"] = np.where(np.isinf(arr), np.nan, arr)
-        for name, arr in self.maxs.items():
-            raw[f"{name}:max"] = np.where(np.isinf(arr), np.nan, arr)
-        for name, store in self.medians.items():
-            raw[f"{name}:median"] = store.medians()
-            store.close()  # its spill files, if any, are not needed after this
-        for name, (lo, counts) in self.histograms.items():
-            raw[f"{name}:median"] = median_from_counts(counts, lo)
+        raw = _numeric_raw(self)
         for name, table in self.categories.items():
             raw[f"{name}:values"] = table
         return raw
@@ -666,21 +652,7 @@ class Totals:
 
     def raw(self, spec: Spec) -> dict[str, np.ndarray]:
         """Return the raw per-region aggregates, by name (see :func:`finish`); closes the stores."""
-        import numpy as np
-
-        raw: dict[str, Any] = {COUNT: self.count}
-        for name in self.sums:
-            raw[f"{name}:sum"] = self.sums[name]
-            raw[f"{name}:n"] = self.nonnull[name]
-        for name, arr in self.mins.items():
-            raw[f"{name}:min"] = np.where(np.isinf(arr), np.nan, arr)
-        for name, arr in self.maxs.items():
-            raw[f"{name}:max"] = np.where(np.isinf(arr), np.nan, arr)
-        for name, store in self.medians.items():
-            raw[f"{name}:median"] = store.medians()
-            store.close()
-        for name, (lo, counts) in self.histograms.items():
-            raw[f"{name}:median"] = median_from_counts(counts, lo)
+        raw = _numeric_raw(self)
         for name, table in self.categories.items():
             choices = spec.field(name).categories
             if choices is not None:
@@ -709,6 +681,26 @@ def _add_flat(target: np.ndarray, flat: np.ndarray) -> None:
 
     if len(flat):
         np.add.at(target, flat, 1)
+
+
+def _numeric_raw(aggregates: Partials | Totals) -> dict[str, Any]:
+    """Return the count and the numeric fields' raw aggregates; close the median stores."""
+    import numpy as np
+
+    raw: dict[str, Any] = {COUNT: aggregates.count}
+    for name in aggregates.sums:
+        raw[f"{name}:sum"] = aggregates.sums[name]
+        raw[f"{name}:n"] = aggregates.nonnull[name]
+    for name, arr in aggregates.mins.items():
+        raw[f"{name}:min"] = np.where(np.isinf(arr), np.nan, arr)
+    for name, arr in aggregates.maxs.items():
+        raw[f"{name}:max"] = np.where(np.isinf(arr), np.nan, arr)
+    for name, store in aggregates.medians.items():
+        raw[f"{name}:median"] = store.medians()
+        store.close()  # its spill files, if any, are not needed after this
+    for name, (lo, counts) in aggregates.histograms.items():
+        raw[f"{name}:median"] = median_from_counts(counts, lo)
+    return raw
 
 
 def _add_counts(store: MedianStore, lo: int, counts: np.ndarray) -> None:

@@ -15,7 +15,8 @@ WKB is ``b"\x01" + blob[39:-1]``; a multi-geometry's is rebuilt part by part. An
 itself (``AsBinary``, :class:`_SpatiaLiteWkb`), so the answer is GEOS's, as for every item near
 a border.
 
-:func:`prefetched` is the read-ahead thread both ADBC readers use. This module imports no other
+:func:`prefetched` is the read-ahead thread both ADBC readers use, :func:`check_adbc_read` the
+check they make first. This module imports no other
 reader module: :mod:`._chunks` (DB-API, ADBC with pyarrow, the dispatch) and :mod:`._nano` (ADBC
 with nanoarrow) import it.
 """
@@ -84,6 +85,38 @@ def codes_of(values: Any, vocabulary: dict[Any, int]) -> np.ndarray:
         else:
             lookup[value] = -1
     return np.fromiter(map(lookup.__getitem__, values), dtype=np.int64, count=len(values))
+
+
+def check_adbc_read(items: Any, spec: Any, params: tuple, *, arrow: bool) -> Any:
+    """Return Django's connection for an ADBC read of ``items``' raw rows, or raise.
+
+    Raises :class:`~analysis_lib.EngineUnavailable` naming why ADBC cannot run the query (the
+    loaders' :func:`~analysis_lib.loaders._adbc.refusal`; pyarrow is only asked for when
+    ``arrow``), or when a parameter is of a type the driver cannot bind. Both ADBC readers
+    (pyarrow's and nanoarrow's) call it first.
+    """
+    from django.db import connections
+
+    from ..loaders._adbc import refusal
+    from ..loaders._engine import EngineUnavailable
+    from ..loaders._plan import make_plan
+    from .core import fields_of
+
+    connection = connections[items.db]
+    plan = make_plan(items.order_by(), fields_of(spec, [spec.item_geometry]), "wkb")
+    reason = refusal(plan, connection, arrow=arrow)
+    if reason is None:
+        reason = next(
+            (
+                f"a query parameter of type {type(v).__name__} cannot be bound by ADBC"
+                for v in params
+                if not isinstance(v, bool | int | float | str | bytes)
+            ),
+            None,
+        )
+    if reason is not None:  # (pyarrow kept out of the process, for one)
+        raise EngineUnavailable(reason)
+    return connection
 
 
 def _direct(read_next: Callable[[], Any]) -> Iterator[Any]:

@@ -18,7 +18,15 @@ from collections.abc import Iterator, Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
-from ._blobs import Chunk, _blob_chunk, _direct, _SpatiaLiteWkb, codes_of, prefetched
+from ._blobs import (
+    Chunk,
+    _blob_chunk,
+    _direct,
+    _SpatiaLiteWkb,
+    check_adbc_read,
+    codes_of,
+    prefetched,
+)
 from ._nano import _nano_chunks, nano_reads
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -254,27 +262,11 @@ def _tuples_to_arrays(rows: list[tuple], columns: list[tuple], vocabulary: Mappi
 def _adbc_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_wkb):
     """Read the raw rows on a second, ADBC connection (Arrow batches, no object per row)."""
     import numpy as np
-    from django.db import connections
 
-    from ..loaders._adbc import _adbc_sql, refusal
+    from ..loaders._adbc import _adbc_sql
     from ..loaders._engine import EngineUnavailable
-    from ..loaders._plan import make_plan
-    from .core import fields_of
 
-    connection = connections[items.db]
-    plan = make_plan(items.order_by(), fields_of(spec, [spec.item_geometry]), "wkb")
-    reason = refusal(plan, connection)
-    if reason is None:
-        reason = next(
-            (
-                f"a query parameter of type {type(v).__name__} cannot be bound by ADBC"
-                for v in params
-                if not isinstance(v, bool | int | float | str | bytes)
-            ),
-            None,
-        )
-    if reason is not None:  # (pyarrow kept out of the process, for one)
-        raise EngineUnavailable(reason)
+    connection = check_adbc_read(items, spec, params, arrow=True)
     import pyarrow as pa
     import pyarrow.compute as pc
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._blobs import _blob_chunk, _direct, codes_of, prefetched
+from ._blobs import _blob_chunk, _direct, check_adbc_read, codes_of, prefetched
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -49,27 +49,10 @@ def _nano_chunks(items, spec, sql, params, columns, vocabulary, chunk_size, to_w
     The pyarrow-free twin of :func:`_adbc_chunks`: the driver's C stream is read with
     ``nanoarrow`` (no pyarrow in the process), the buffers handed to numpy without a copy.
     """
-    from django.db import connections
-
-    from ..loaders._adbc import _adbc_sql, refusal
+    from ..loaders._adbc import _adbc_sql
     from ..loaders._engine import EngineUnavailable
-    from ..loaders._plan import make_plan
-    from .core import fields_of
 
-    connection = connections[items.db]
-    plan = make_plan(items.order_by(), fields_of(spec, [spec.item_geometry]), "wkb")
-    reason = refusal(plan, connection, arrow=False)
-    if reason is None:
-        reason = next(
-            (
-                f"a query parameter of type {type(v).__name__} cannot be bound by ADBC"
-                for v in params
-                if not isinstance(v, bool | int | float | str | bytes)
-            ),
-            None,
-        )
-    if reason is not None:
-        raise EngineUnavailable(reason)
+    connection = check_adbc_read(items, spec, params, arrow=False)
     conn, statement, stream = _nano_open(connection, _adbc_sql(sql, "sqlite"), params, chunk_size)
     rows = 0
     arrays = None

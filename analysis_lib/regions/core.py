@@ -412,18 +412,7 @@ class Partials:
             if field.kind == "category":
                 self.categories[name] = {}
                 continue
-            self.sums[name] = np.zeros(n_regions)
-            self.nonnull[name] = np.zeros(n_regions, np.int64)
-            hows = spec.hows(name)
-            if "min" in hows:
-                self.mins[name] = np.full(n_regions, np.inf)
-            if "max" in hows:
-                self.maxs[name] = np.full(n_regions, -np.inf)
-            if "median" in hows:
-                if field.kind == "int":
-                    self.histograms[name] = (0, np.zeros((n_regions, 0), np.int64))
-                else:
-                    self.medians[name] = MedianStore(n_regions, memory_limit=MEDIAN_MEMORY_LIMIT)
+            _start_numeric(self, field, spec.hows(name), n_regions)
 
     @classmethod
     def from_rows(
@@ -574,18 +563,7 @@ class Totals:
                     self.vocabulary[name] = FixedVocabulary((v, i) for i, v in enumerate(values))
                 self.categories[name] = np.zeros((n_regions, len(values)), np.int64)
                 continue
-            self.sums[name] = np.zeros(n_regions)
-            self.nonnull[name] = np.zeros(n_regions, np.int64)
-            hows = spec.hows(name)
-            if "min" in hows:
-                self.mins[name] = np.full(n_regions, np.inf)
-            if "max" in hows:
-                self.maxs[name] = np.full(n_regions, -np.inf)
-            if "median" in hows:
-                if field.kind == "int":
-                    self.histograms[name] = (0, np.zeros((n_regions, 0), np.int64))
-                else:
-                    self.medians[name] = MedianStore(n_regions, memory_limit=MEDIAN_MEMORY_LIMIT)
+            _start_numeric(self, field, spec.hows(name), n_regions)
 
     def add(self, region_idx: np.ndarray, values: Mapping[str, np.ndarray]) -> None:
         """Add matched rows: ``region_idx[i]`` holds the row whose values are ``values[f][i]``."""
@@ -681,6 +659,24 @@ def _add_flat(target: np.ndarray, flat: np.ndarray) -> None:
 
     if len(flat):
         np.add.at(target, flat, 1)
+
+
+def _start_numeric(aggregates: Partials | Totals, field: ValueField, hows: set, n: int) -> None:
+    """Give ``aggregates`` the empty per-region arrays of numeric ``field`` for ``hows``."""
+    import numpy as np
+
+    name = field.name
+    aggregates.sums[name] = np.zeros(n)
+    aggregates.nonnull[name] = np.zeros(n, np.int64)
+    if "min" in hows:
+        aggregates.mins[name] = np.full(n, np.inf)
+    if "max" in hows:
+        aggregates.maxs[name] = np.full(n, -np.inf)
+    if "median" in hows:
+        if field.kind == "int":
+            aggregates.histograms[name] = (0, np.zeros((n, 0), np.int64))
+        else:
+            aggregates.medians[name] = MedianStore(n, memory_limit=MEDIAN_MEMORY_LIMIT)
 
 
 def _numeric_raw(aggregates: Partials | Totals) -> dict[str, Any]:
